@@ -1,0 +1,46 @@
+"""Optimiser helpers: the reference's Adam step (zero_grad, backward, clip the global norm, step)."""
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch as th
+from torch import nn
+
+OPTIMIZER_KEYS = ("lr", "eps", "weight_decay", "betas", "max_grad_norm")
+
+
+def make_adam(parameters: Iterable[nn.Parameter], settings: dict[str, Any]) -> th.optim.Adam:
+    """
+    Adam with L2-style weight decay, as in the reference.
+
+    :param parameters: Parameters to optimise.
+    :param settings: ``lr``, ``eps``, ``weight_decay`` and optionally ``betas`` (``max_grad_norm`` is read elsewhere).
+    :return: The optimiser.
+    """
+    unknown = set(settings) - set(OPTIMIZER_KEYS)
+    if unknown:
+        raise ValueError(f"Unknown optimizer settings {sorted(unknown)}: use only {list(OPTIMIZER_KEYS)}.")
+    for key in ("lr", "eps", "max_grad_norm"):
+        if key in settings and not settings[key] > 0:
+            raise ValueError(f"Optimizer setting {key} must be positive, got {settings[key]}.")
+    if settings.get("weight_decay", 0.0) < 0:
+        raise ValueError(f"Optimizer setting weight_decay must be >= 0, got {settings['weight_decay']}.")
+    kwargs = {key: settings[key] for key in ("lr", "eps", "weight_decay", "betas") if key in settings}
+    return th.optim.Adam(parameters, **kwargs)
+
+
+def optimizer_step(optimizer: th.optim.Optimizer, loss: th.Tensor, max_grad_norm: float) -> th.Tensor:
+    """
+    ``zero_grad``, ``backward``, clip the global gradient norm, ``step``.
+
+    :param optimizer: The optimiser.
+    :param loss: Scalar loss.
+    :param max_grad_norm: Clipping threshold of the global gradient norm.
+    :return: The gradient norm before clipping (a tensor, so no host sync happens here).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    parameters = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    grad_norm = nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+    optimizer.step()
+    return grad_norm

@@ -1,0 +1,194 @@
+"""
+The acting policy of TWM: the observation encoder and the actor. Acting needs nothing else (the paper's point:
+the transformer is not needed at inference), so this is what ``predict()``, ``policy.save()`` and deployment use.
+"""
+
+import math
+from typing import Any
+
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.preprocessing import is_image_space, preprocess_obs
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from torch import nn
+
+from sb3_twm.common.distributions import categorical_entropy
+from sb3_twm.common.networks import create_mlp, orthogonal_init
+from sb3_twm.world_model.observation_model import Decoder, Encoder, make_decoder, make_encoder
+
+
+def _net_arch_dims(net_arch: list[int] | dict[str, list[int]] | None) -> tuple[list[int], list[int]]:
+    if net_arch is None:
+        return [512] * 4, [512] * 4
+    if isinstance(net_arch, dict):
+        unknown = set(net_arch) - {"pi", "vf"}
+        if unknown:
+            raise ValueError(f"net_arch keys must be 'pi' (actor) and 'vf' (critic), got {sorted(unknown)}.")
+        return list(net_arch.get("pi", [512] * 4)), list(net_arch.get("vf", [512] * 4))
+    return list(net_arch), list(net_arch)
+
+
+class TWMPolicy(BasePolicy):
+    """
+    Encoder and actor of TWM. Observations are encoded to the argmax latent z (temperature 0); the actor maps z to
+    action logits. ``deterministic=True`` takes the most likely action, ``False`` samples (TWM samples at evaluation
+    too).
+
+    :param observation_space: Observation space (channel-first images for ``CnnPolicy``, vectors for ``MlpPolicy``).
+    :param action_space: A ``Discrete`` action space.
+    :param lr_schedule: Learning rate schedule (kept for SB3 compatibility; the optimisers live in the algorithm).
+    :param net_arch: Hidden widths of the actor and critic MLPs: ``dict(pi=[...], vf=[...])`` or one list for both.
+    :param activation_fn: Activation of all networks.
+    :param latent_categoricals: Number of categoricals of z.
+    :param latent_classes: Number of classes of each categorical.
+    :param cnn_channels: Base width of the CNN encoder and decoder (``CnnPolicy``).
+    :param encoder_hidden_dims: Hidden widths of the encoder's MLP (``[512, 512]`` for CNN, ``[256, 256]`` for MLP).
+    :param decoder_hidden_dims: Hidden widths of the MLP decoder (``MlpPolicy``).
+    :param normalize_images: Scale images to [0, 1].
+    """
+
+    observation_architecture = "cnn"
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule | None = None,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        activation_fn: type[nn.Module] = nn.SiLU,
+        latent_categoricals: int = 32,
+        latent_classes: int = 32,
+        cnn_channels: int = 48,
+        encoder_hidden_dims: list[int] | None = None,
+        decoder_hidden_dims: list[int] | None = None,
+        normalize_images: bool = True,
+    ) -> None:
+        if not isinstance(action_space, spaces.Discrete):
+            raise ValueError(
+                f"TWM supports only Discrete action spaces, got {action_space}. "
+                "Use an algorithm for continuous control (e.g. SAC) or discretise the actions."
+            )
+        if not isinstance(observation_space, spaces.Box):
+            raise ValueError(
+                f"TWM supports only Box observation spaces, got {type(observation_space).__name__}. "
+                "Flatten Dict observations (gymnasium.wrappers.FlattenObservation) and use MlpPolicy."
+            )
+        if self.observation_architecture == "cnn" and not is_image_space(observation_space, check_channels=False):
+            raise ValueError(
+                f"CnnPolicy needs uint8 image observations (channels, height, width) in [0, 255], got "
+                f"{observation_space}. Use MlpPolicy for vector observations."
+            )
+        for name, value in (("latent_categoricals", latent_categoricals), ("latent_classes", latent_classes),
+                            ("cnn_channels", cnn_channels)):  # fmt: skip
+            if int(value) <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value}.")
+        super().__init__(observation_space, action_space, normalize_images=normalize_images)
+        self.net_arch = net_arch
+        self.activation_fn = activation_fn
+        self.latent_categoricals = latent_categoricals
+        self.latent_classes = latent_classes
+        self.cnn_channels = cnn_channels
+        self.encoder_hidden_dims = encoder_hidden_dims
+        self.decoder_hidden_dims = decoder_hidden_dims
+        self.actor_dims, self.critic_dims = _net_arch_dims(net_arch)
+        self.encoder: Encoder = make_encoder(
+            observation_space,
+            latent_categoricals,
+            latent_classes,
+            self.observation_architecture,
+            activation_fn,
+            cnn_channels,
+            encoder_hidden_dims,
+        )
+        self.actor = create_mlp(self.latent_dim, int(action_space.n), self.actor_dims, activation_fn)
+        orthogonal_init(self.actor)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.latent_categoricals * self.latent_classes
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            net_arch=self.net_arch,
+            activation_fn=self.activation_fn,
+            latent_categoricals=self.latent_categoricals,
+            latent_classes=self.latent_classes,
+            cnn_channels=self.cnn_channels,
+            encoder_hidden_dims=self.encoder_hidden_dims,
+            decoder_hidden_dims=self.decoder_hidden_dims,
+        )
+        return data
+
+    def make_decoder(self) -> Decoder:
+        """
+        :return: A decoder matching this policy's encoder (the world model owns it; acting does not need it).
+        """
+        return make_decoder(
+            self.observation_space,
+            self.latent_dim,
+            self.observation_architecture,
+            self.activation_fn,
+            self.cnn_channels,
+            self.decoder_hidden_dims,
+        )
+
+    def make_critic(self) -> nn.Sequential:
+        """
+        :return: A critic on z with the ``vf`` widths of ``net_arch`` (trained by the algorithm, not used to act).
+        """
+        critic = create_mlp(self.latent_dim, 1, self.critic_dims, self.activation_fn)
+        orthogonal_init(critic)
+        return critic
+
+    def encode(self, observation: PyTorchObs) -> th.Tensor:
+        """
+        :param observation: Raw observations ``(N, *obs_shape)`` as the env gives them.
+        :return: Argmax latents ``(N, K*C)``.
+        """
+        features = preprocess_obs(observation, self.observation_space, normalize_images=self.normalize_images)
+        return self.encoder.latent(features.float(), temperature=0.0)
+
+    def action_logits(self, z: th.Tensor) -> th.Tensor:
+        """
+        :param z: ``(..., K*C)`` latents.
+        :return: ``(..., num_actions)`` action logits.
+        """
+        return self.actor(z)
+
+    def sample_actions(self, z: th.Tensor) -> th.Tensor:
+        """
+        :param z: ``(N, K*C)`` latents.
+        :return: ``(N,)`` actions sampled with temperature 1.
+        """
+        return th.multinomial(self.actor(z).softmax(-1), 1).squeeze(-1)
+
+    def normalized_entropy(self, logits: th.Tensor) -> th.Tensor:
+        """
+        :param logits: ``(..., num_actions)``.
+        :return: Policy entropy divided by ``ln(num_actions)``.
+        """
+        return categorical_entropy(logits) / math.log(max(int(self.action_space.n), 2))
+
+    def forward(self, obs: PyTorchObs, deterministic: bool = False) -> th.Tensor:
+        return self._predict(obs, deterministic)
+
+    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
+        # observation: (N, *obs_shape) -> actions (N,)
+        z = self.encode(observation)
+        if deterministic:
+            return self.actor(z).argmax(-1)
+        return self.sample_actions(z)
+
+
+class CnnPolicy(TWMPolicy):
+    """TWM policy for stacked image frames: the paper's CNN encoder (and, in the world model, CNN decoder)."""
+
+    observation_architecture = "cnn"
+
+
+class MlpPolicy(TWMPolicy):
+    """TWM policy for vector observations: MLP encoder (and, in the world model, MLP decoder)."""
+
+    observation_architecture = "mlp"
