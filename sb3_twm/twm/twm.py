@@ -2,6 +2,7 @@
 
 import copy
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
@@ -187,6 +188,11 @@ class TWM(OffPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
+        if isinstance(getattr(env, "observation_space", None), (spaces.Dict, spaces.Tuple)):
+            raise ValueError(
+                "TWM supports Box observations only (images with CnnPolicy, vectors with MlpPolicy), got "
+                f"{env.observation_space}: flatten it with gymnasium.wrappers.FlattenObservation and use MlpPolicy."
+            )
         super().__init__(
             policy,
             env,
@@ -372,6 +378,7 @@ class TWM(OffPolicyAlgorithm):
             optimizer: [group["lr"] for group in optimizer.param_groups] for optimizer in self._optimizers()
         }
         self._metrics: dict[str, list[th.Tensor]] = {}
+        self._warned_small_dataset = False
 
     def _optimizers(self) -> list[th.optim.Optimizer]:
         return [
@@ -423,6 +430,8 @@ class TWM(OffPolicyAlgorithm):
             collected (converted with ``train_ratio``).
         :param batch_size: Sequences per world-model update.
         """
+        if not self._dataset_ready(batch_size):
+            return
         if not self._pretrained:
             self._pretrain()
             self._pretrained = True
@@ -439,6 +448,21 @@ class TWM(OffPolicyAlgorithm):
             self._train_step(batch_size)
         self._n_updates += num_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+
+    def _dataset_ready(self, batch_size: int) -> bool:
+        # A model loaded without its dataset (load_replay_buffer) first collects enough fresh steps for one batch.
+        stored_per_env = self.replay_buffer.size()
+        if (stored_per_env - self.sequence_length + 1) * self.n_envs >= batch_size:
+            return True
+        if not self._warned_small_dataset:
+            warnings.warn(
+                f"TWM's dataset holds {stored_per_env * self.n_envs} steps, too few for a batch of {batch_size} "
+                f"sequences of {self.sequence_length} steps: training waits until enough steps are collected. "
+                "To continue a run where it stopped, load its dataset with model.load_replay_buffer(path).",
+                stacklevel=2,
+            )
+            self._warned_small_dataset = True
+        return False
 
     def _update_learning_rates(self) -> None:
         # Every optimiser follows the schedule in proportion, so a constant learning_rate leaves them unchanged.
@@ -639,7 +663,13 @@ class TWM(OffPolicyAlgorithm):
 
     # --------------------------------------------------------------- save/load
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "critic_target", "_metrics", "_base_learning_rates"]
+        return [
+            *super()._excluded_save_params(),
+            "critic_target",
+            "_metrics",
+            "_base_learning_rates",
+            "_warned_small_dataset",
+        ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts = [

@@ -1,0 +1,385 @@
+"""
+Learning benchmark: ``TWM("MlpPolicy", "CartPole-v1")`` with the tuned small settings below must reach a mean
+evaluation return of at least 400 (10 episodes) within 20,000 env steps for at least 2 of 3 seeds, each seed in under
+20 minutes on 2 CPU cores.
+
+Run: ``python -m sb3_twm.benchmark learn-cartpole [--seeds 0 1 2] [--output-dir DIR]``. It evaluates every
+``--eval-freq`` env steps with SB3's ``evaluate_policy`` on a separate env (TWM's protocol: the actor samples,
+``deterministic=False``), prints a table, writes the curves as JSON and a PNG plot, and exits with status 1 when too few
+seeds reach the threshold.
+"""
+
+import argparse
+import copy
+import json
+import os
+import platform
+import time
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+import sb3_twm
+from sb3_twm import TWM
+
+DESCRIPTION = "TWM MlpPolicy on CartPole-v1: mean eval return >= 400 within 20k env steps for 2 of 3 seeds."
+
+ENV_ID = "CartPole-v1"
+
+# The tuned CartPole-v1 settings, in the rl-zoo's layout: "policy" and "n_timesteps" plus TWM's keyword arguments.
+# Everything is small so that a 20k-step run takes minutes on 2 CPU cores. `hyperparams/twm.yml` mirrors this
+# (print it with `python -m sb3_twm.benchmark learn-cartpole --print-yaml`).
+CARTPOLE_HYPERPARAMS: dict[str, Any] = {
+    "policy": "MlpPolicy",
+    "n_timesteps": 20_000,
+    "learning_rate": 3e-4,
+    "buffer_size": 20_000,
+    "learning_starts": 1000,
+    "batch_size": 16,
+    "sequence_length": 16,
+    "gamma": 0.99,
+    "train_ratio": 0.5,
+    "pretrain_budget": 100_000,
+    "imagination_batch_size": 128,
+    "imagination_horizon": 15,
+    "policy_kwargs": {
+        "latent_categoricals": 8,
+        "latent_classes": 8,
+        "encoder_hidden_dims": [64],
+        "decoder_hidden_dims": [64],
+        "net_arch": [64, 64],
+    },
+    "world_model_kwargs": {
+        "embed_dim": 64,
+        "num_heads": 2,
+        "head_dim": 32,
+        "num_layers": 2,
+        "feedforward_dim": 128,
+        "memory_length": 8,
+        "z_head_dims": [128],
+        "reward_head_dims": [128],
+        "discount_head_dims": [128],
+    },
+    "critic_optimizer_kwargs": {"lr": 3e-4},
+}
+
+
+def merge_hyperparams(base: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """
+    :param base: Hyperparameters.
+    :param overrides: Values replacing those of ``base``; dict values are merged key by key (one level deep).
+    :return: A new dict.
+    """
+    merged = copy.deepcopy(base)
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **copy.deepcopy(value)}
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def make_model(env: gym.Env | str, seed: int | None, hyperparams: dict[str, Any] | None = None, **kwargs: Any) -> TWM:
+    """
+    Build TWM with zoo-style hyperparameters (``policy`` and ``n_timesteps`` are taken out).
+
+    :param env: The training env or its id.
+    :param seed: Seed.
+    :param hyperparams: Default: ``CARTPOLE_HYPERPARAMS``.
+    :param kwargs: More keyword arguments of ``TWM`` (``verbose``, ``device``, ...).
+    :return: The model.
+    """
+    params = copy.deepcopy(CARTPOLE_HYPERPARAMS if hyperparams is None else hyperparams)
+    policy = params.pop("policy", "MlpPolicy")
+    params.pop("n_timesteps", None)
+    return TWM(policy, env, seed=seed, **params, **kwargs)
+
+
+class EvalCurveCallback(BaseCallback):
+    """
+    Evaluates the policy every ``eval_freq`` env steps (and once before training) on a separate env and records the
+    curve. Evaluation time is measured so that it can be kept out of the training time.
+
+    :param eval_env: Evaluation env (wrapped in ``Monitor``).
+    :param eval_freq: Env steps between evaluations.
+    :param n_eval_episodes: Episodes per evaluation.
+    :param also_deterministic: Also evaluate with ``deterministic=True`` (greedy actions).
+    :param verbose: 1 prints each evaluation.
+    """
+
+    def __init__(
+        self,
+        eval_env: DummyVecEnv,
+        eval_freq: int,
+        n_eval_episodes: int = 10,
+        also_deterministic: bool = False,
+        verbose: int = 0,
+    ) -> None:
+        super().__init__(verbose)
+        self.eval_env = eval_env
+        self.eval_freq = eval_freq
+        self.n_eval_episodes = n_eval_episodes
+        self.also_deterministic = also_deterministic
+        self.records: list[dict[str, Any]] = []
+        self.eval_seconds = 0.0
+        self._start = 0.0
+
+    def _evaluate(self) -> None:
+        start = time.perf_counter()
+        record: dict[str, Any] = {"step": int(self.num_timesteps)}
+        modes = [("", False), ("deterministic_", True)] if self.also_deterministic else [("", False)]
+        for prefix, deterministic in modes:
+            returns, _ = evaluate_policy(
+                self.model, self.eval_env, self.n_eval_episodes, deterministic=deterministic, return_episode_rewards=True
+            )
+            record[f"{prefix}mean_return"] = float(np.mean(returns))
+            record[f"{prefix}std_return"] = float(np.std(returns))
+        self.eval_seconds += time.perf_counter() - start
+        record["wall_s"] = time.perf_counter() - self._start - self.eval_seconds  # training time so far
+        self.records.append(record)
+        if self.verbose >= 1:
+            extra = f", deterministic {record['deterministic_mean_return']:.1f}" if self.also_deterministic else ""
+            print(
+                f"  step {record['step']:>6}: mean return {record['mean_return']:6.1f} +- {record['std_return']:5.1f}"
+                f"{extra}  (train time {record['wall_s']:.0f} s)",
+                flush=True,
+            )
+
+    def _on_training_start(self) -> None:
+        self._start = time.perf_counter()
+        self._evaluate()
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps % self.eval_freq == 0:
+            self._evaluate()
+        return True
+
+
+def run_seed(
+    seed: int,
+    timesteps: int,
+    eval_freq: int,
+    hyperparams: dict[str, Any] | None = None,
+    n_eval_episodes: int = 10,
+    also_deterministic: bool = False,
+    threshold: float = 400.0,
+    verbose: int = 1,
+) -> dict[str, Any]:
+    """
+    Train one seed and evaluate it along the way.
+
+    :return: ``steps``, ``mean_return``, ``std_return`` (and ``deterministic_*``), ``train_wall_s`` at each
+        evaluation, the total training and evaluation times, and ``first_step_at_threshold`` (None if never).
+    """
+    eval_env = DummyVecEnv([lambda: Monitor(gym.make(ENV_ID))])
+    eval_env.seed(seed + 10_000)
+    model = make_model(ENV_ID, seed, hyperparams, device="cpu")
+    callback = EvalCurveCallback(eval_env, eval_freq, n_eval_episodes, also_deterministic, verbose=verbose)
+    start = time.perf_counter()
+    model.learn(timesteps, callback=callback)
+    total = time.perf_counter() - start
+    if not callback.records or callback.records[-1]["step"] != model.num_timesteps:
+        callback._evaluate()
+        total = time.perf_counter() - start
+    eval_env.close()
+    records = callback.records
+    result: dict[str, Any] = {
+        "seed": seed,
+        "steps": [r["step"] for r in records],
+        "train_wall_s": [round(r["wall_s"], 2) for r in records],
+    }
+    for key in records[0]:
+        if key.endswith("_return"):
+            result[key] = [r[key] for r in records]
+    reached = [r["step"] for r in records if r["mean_return"] >= threshold]
+    result.update(
+        first_step_at_threshold=reached[0] if reached else None,
+        best_mean_return=max(result["mean_return"]),
+        final_mean_return=result["mean_return"][-1],
+        training_seconds=round(total - callback.eval_seconds, 1),
+        evaluation_seconds=round(callback.eval_seconds, 1),
+        total_seconds=round(total, 1),
+        training_updates=int(model._n_updates),
+    )
+    return result
+
+
+def plot_curves(results: list[dict[str, Any]], path: str, threshold: float, title: str) -> None:
+    """
+    Write a PNG of mean evaluation return against env steps, one line per seed (std as a band).
+
+    :param results: What ``run_seed`` returned, per seed.
+    :param path: PNG path.
+    :param threshold: Drawn as a horizontal line.
+    :param title: Plot title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for result in results:
+        steps = np.asarray(result["steps"])
+        mean, std = np.asarray(result["mean_return"]), np.asarray(result["std_return"])
+        (line,) = axes.plot(steps, mean, marker="o", markersize=3, label=f"seed {result['seed']} (sampled actions)")
+        axes.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+        if "deterministic_mean_return" in result:
+            axes.plot(steps, result["deterministic_mean_return"], linestyle="--", color=line.get_color(), alpha=0.7,
+                      label=f"seed {result['seed']} (greedy actions)")  # fmt: skip
+    axes.axhline(threshold, color="grey", linestyle=":", label=f"threshold {threshold:g}")
+    axes.set_xlabel("env steps")
+    axes.set_ylabel("mean evaluation return (10 episodes)")
+    axes.set_ylim(0, 520)
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, loc="upper left")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def format_table(results: list[dict[str, Any]]) -> str:
+    """
+    :param results: What ``run_seed`` returned, per seed (same evaluation steps).
+    :return: A text table: one row per evaluation step, one column per seed, then the timings.
+    """
+    steps = sorted({step for result in results for step in result["steps"]})
+    header = f"{'step':>7} | " + " | ".join(f"seed {r['seed']:<4}" for r in results)
+    lines = [header, "-" * len(header)]
+    for step in steps:
+        cells = []
+        for result in results:
+            value = dict(zip(result["steps"], result["mean_return"])).get(step)
+            cells.append(f"{value:9.1f}" if value is not None else f"{'':9}")
+        lines.append(f"{step:>7} | " + " | ".join(cells))
+    lines.append("-" * len(header))
+    for label, key in (("train s", "training_seconds"), ("eval s", "evaluation_seconds"), ("total s", "total_seconds")):
+        lines.append(f"{label:>7} | " + " | ".join(f"{result[key]:9.0f}" for result in results))
+    lines.append(
+        f"{'>=thr @':>7} | "
+        + " | ".join(f"{result['first_step_at_threshold'] or '-':>9}" for result in results)
+    )
+    return "\n".join(lines)
+
+
+def zoo_yaml(hyperparams: dict[str, Any] | None = None, env_id: str = ENV_ID) -> str:
+    """
+    :param hyperparams: Default: ``CARTPOLE_HYPERPARAMS``.
+    :param env_id: The yml key.
+    :return: The settings as an rl-zoo ``hyperparams/twm.yml`` entry (``policy_kwargs`` as a ``dict(...)`` string,
+        which the zoo evaluates; other nested settings as YAML mappings).
+    """
+    params = copy.deepcopy(CARTPOLE_HYPERPARAMS if hyperparams is None else hyperparams)
+
+    def scalar(value: Any) -> str:
+        if isinstance(value, float):
+            return repr(value) if "e" in repr(value) or value >= 1e4 or value != int(value) else f"{value:.1f}"
+        return json.dumps(value)
+
+    lines = [f"{env_id}:"]
+    for key, value in params.items():
+        if key == "policy_kwargs":
+            inner = ", ".join(f"{k}={v!r}" for k, v in value.items())
+            lines.append(f'  policy_kwargs: "dict({inner})"')
+        elif isinstance(value, dict):
+            lines.append(f"  {key}:")
+            lines.extend(f"    {k}: {scalar(v)}" for k, v in value.items())
+        else:
+            lines.append(f"  {key}: {scalar(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Seeds to run, one after another.")
+    parser.add_argument("--timesteps", type=int, default=CARTPOLE_HYPERPARAMS["n_timesteps"], help="Env steps per seed.")
+    parser.add_argument("--eval-freq", type=int, default=1000, help="Env steps between evaluations.")
+    parser.add_argument("--eval-episodes", type=int, default=10, help="Episodes per evaluation.")
+    parser.add_argument("--deterministic", action="store_true", help="Also evaluate greedy actions (slower).")
+    parser.add_argument("--threshold", type=float, default=400.0, help="Mean return a seed must reach.")
+    parser.add_argument("--min-successes", type=int, default=2, help="Seeds that must reach the threshold.")
+    parser.add_argument("--max-minutes", type=float, default=20.0,
+                        help="Training time limit per seed (evaluation excluded); a slower seed counts as failed.")  # fmt: skip
+    parser.add_argument("--torch-threads", type=int, default=1,
+                        help="torch.set_num_threads: 1 is as fast for these small networks and does not slow down "
+                             "badly when the cores are shared (2 threads on 2 busy cores: ~40x slower matmuls).")
+    parser.add_argument("--output-dir", default="benchmark_results/learn_cartpole", help="Folder of the JSON and PNG.")
+    parser.add_argument("--json", default=None, help="Path of the JSON results (default: OUTPUT_DIR/results.json).")
+    parser.add_argument("--hyperparams", default=None,
+                        help="JSON object of overrides of CARTPOLE_HYPERPARAMS (nested dicts merge), e.g. "
+                             "'{\"train_ratio\": 1.0, \"world_model_kwargs\": {\"num_layers\": 1}}'.")  # fmt: skip
+    parser.add_argument("--print-yaml", action="store_true", help="Print the hyperparameters as a zoo yml entry, exit.")
+    parser.add_argument("--quiet", action="store_true", help="Print only the summary.")
+
+
+def run(args: argparse.Namespace) -> int:
+    hyperparams = merge_hyperparams(CARTPOLE_HYPERPARAMS, json.loads(args.hyperparams) if args.hyperparams else None)
+    if args.print_yaml:
+        print(zoo_yaml(hyperparams), end="")
+        return 0
+    th.set_num_threads(args.torch_threads)
+    os.makedirs(args.output_dir, exist_ok=True)
+    json_path = args.json or os.path.join(args.output_dir, "results.json")
+    png_path = os.path.join(args.output_dir, "curves.png")
+    print(f"TWM {hyperparams['policy']} on {ENV_ID}: seeds {args.seeds}, {args.timesteps} steps, evaluation every "
+          f"{args.eval_freq} steps ({args.eval_episodes} episodes, sampled actions), torch threads "
+          f"{th.get_num_threads()}", flush=True)  # fmt: skip
+
+    results = []
+    for seed in args.seeds:
+        print(f"seed {seed}", flush=True)
+        result = run_seed(
+            seed,
+            args.timesteps,
+            args.eval_freq,
+            hyperparams,
+            args.eval_episodes,
+            args.deterministic,
+            args.threshold,
+            verbose=0 if args.quiet else 1,
+        )
+        result["within_time"] = result["training_seconds"] <= args.max_minutes * 60
+        result["success"] = result["first_step_at_threshold"] is not None and result["within_time"]
+        results.append(result)
+        print(f"  seed {seed}: best {result['best_mean_return']:.1f}, reached {args.threshold:g} at "
+              f"{result['first_step_at_threshold']}, training {result['training_seconds']:.0f} s, "
+              f"evaluation {result['evaluation_seconds']:.0f} s", flush=True)  # fmt: skip
+        # Written after every seed, so a long run leaves partial results behind.
+        successes = sum(r["success"] for r in results)
+        summary = {
+            "benchmark": "learn-cartpole",
+            "env_id": ENV_ID,
+            "sb3_twm_version": sb3_twm.__version__,
+            "torch_version": th.__version__,
+            "torch_threads": th.get_num_threads(),
+            "cpu_count": os.cpu_count(),
+            "machine": platform.platform(),
+            "timesteps": args.timesteps,
+            "eval_freq": args.eval_freq,
+            "eval_episodes": args.eval_episodes,
+            "threshold": args.threshold,
+            "min_successes": args.min_successes,
+            "max_minutes": args.max_minutes,
+            "hyperparams": hyperparams,
+            "successes": successes,
+            "passed": successes >= args.min_successes,
+            "seeds": results,
+        }
+        with open(json_path, "w") as file:
+            json.dump(summary, file, indent=2)
+        plot_curves(results, png_path, args.threshold, f"TWM MlpPolicy on {ENV_ID} ({len(results)} seeds)")
+
+    print()
+    print(format_table(results))
+    print()
+    print(f"{successes}/{len(results)} seeds reached a mean return of {args.threshold:g} within {args.timesteps} steps "
+          f"and {args.max_minutes:g} min of training (need {args.min_successes}): "
+          f"{'PASSED' if summary['passed'] else 'FAILED'}")  # fmt: skip
+    print(f"results: {json_path}\nplot: {png_path}")
+    return 0 if summary["passed"] else 1

@@ -1,0 +1,157 @@
+"""
+rl-zoo3 integration of TWM: ``--algo twm`` for ``python -m rl_zoo3.train|enjoy|record_video``.
+
+rl-zoo3 has no plugin hook for algorithms. sb3-twm ships a start-up hook (``_sb3_twm_zoo.pth`` and the stdlib-only
+module ``_sb3_twm_zoo``) that calls the ``register_*``/``patch_*`` functions below right after rl-zoo3 imports the
+module they patch; ``SB3_TWM_NO_ZOO_HOOK=1`` turns it off. ``python -m sb3_twm.zoo train|enjoy|record_video ...``
+(same arguments as the zoo's scripts) registers explicitly and needs no hook.
+
+Nothing here imports rl-zoo3 at module level: the hook runs while ``rl_zoo3/__init__`` is still being imported.
+"""
+
+import functools
+from collections import OrderedDict
+from pathlib import Path
+from pprint import pprint
+from types import ModuleType
+from typing import Any
+
+from sb3_twm.twm.twm import TWM
+from sb3_twm.zoo.hyperparams_opt import BASE_HYPERPARAMS, convert_twm_params, sample_twm_params
+
+__all__ = [
+    "ALGO_NAME",
+    "COMMANDS",
+    "convert_twm_params",
+    "default_config_path",
+    "hyperparams_dir",
+    "main",
+    "patch_experiment_manager",
+    "register_algo",
+    "register_all",
+    "register_sampler",
+    "sample_twm_params",
+]
+
+ALGO_NAME = "twm"
+COMMANDS = ("train", "enjoy", "record_video")
+
+
+def hyperparams_dir() -> Path:
+    """
+    The folder holding ``twm.yml``: ``sb3_twm/hyperparams`` inside an installed wheel, else the repository's top-level
+    ``hyperparams`` (source checkouts and editable installs, where ``sb3_twm`` is the source folder).
+    """
+    package_dir = Path(__file__).resolve().parent.parent
+    packaged = package_dir / "hyperparams"
+    return packaged if packaged.is_dir() else package_dir.parent / "hyperparams"
+
+
+def default_config_path() -> Path:
+    """:return: The ``twm.yml`` that ``--algo twm`` reads when no ``--conf-file`` is given."""
+    return hyperparams_dir() / f"{ALGO_NAME}.yml"
+
+
+def register_algo(utils_module: ModuleType) -> None:
+    """Add ``twm`` to ``rl_zoo3.utils.ALGOS`` (the dict every zoo script reads); an existing entry wins."""
+    utils_module.ALGOS.setdefault(ALGO_NAME, TWM)
+
+
+def register_sampler(hyperparams_opt_module: ModuleType) -> None:
+    """Add TWM's Optuna sampler and converter to ``rl_zoo3.hyperparams_opt``; existing entries win."""
+    hyperparams_opt_module.HYPERPARAMS_SAMPLER.setdefault(ALGO_NAME, sample_twm_params)
+    hyperparams_opt_module.HYPERPARAMS_CONVERTER.setdefault(ALGO_NAME, convert_twm_params)
+
+
+def _zoo_default_configs(exp_manager_module: ModuleType) -> set[Path]:
+    # rl-zoo3 looks for hyperparams/<algo>.yml next to its package, or one level up (exp_manager.py __init__).
+    zoo_dir = Path(exp_manager_module.__file__).resolve().parent
+    return {zoo_dir / "hyperparams" / f"{ALGO_NAME}.yml", zoo_dir.parent / "hyperparams" / f"{ALGO_NAME}.yml"}
+
+
+def patch_experiment_manager(exp_manager_module: ModuleType) -> None:
+    """
+    Adapt ``rl_zoo3.exp_manager.ExperimentManager`` for ``algo == "twm"`` (other algorithms are untouched):
+
+    - without ``--conf-file``, read sb3-twm's ``twm.yml`` (rl-zoo3 itself has none; if it ever ships one, it wins);
+    - ``-optimize``: give the sampler the configuration being tuned, so that the search is anchored at it;
+    - ``--trial-id``: merge the trial's nested kwargs into the configured ones (yml, trial, then ``-params``).
+    """
+    cls = exp_manager_module.ExperimentManager
+    if getattr(cls, "_sb3_twm_patched", False):
+        return
+    original_init, original_objective, original_read = cls.__init__, cls.objective, cls.read_hyperparameters
+    zoo_defaults = _zoo_default_configs(exp_manager_module)
+
+    @functools.wraps(original_init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        config = Path(self.config)
+        if self.algo == ALGO_NAME and config.resolve() in zoo_defaults and not config.is_file():
+            self.config = str(default_config_path())
+
+    @functools.wraps(original_objective)
+    def objective(self: Any, trial: Any) -> float:
+        if self.algo != ALGO_NAME:
+            return original_objective(self, trial)
+        token = BASE_HYPERPARAMS.set(self._hyperparams)
+        try:
+            return original_objective(self, trial)
+        finally:
+            BASE_HYPERPARAMS.reset(token)
+
+    @functools.wraps(original_read)
+    def read_hyperparameters(self: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        if self.algo != ALGO_NAME or not (self.storage and self.study_name and self.trial_id):
+            return original_read(self)
+        # Read the configuration (yml + -params) without the trial, then apply the trial on top of it, merging
+        # nested kwargs, and -params last, as the zoo orders them.
+        trial_id, self.trial_id = self.trial_id, None
+        try:
+            hyperparams, _ = original_read(self)
+        finally:
+            self.trial_id = trial_id
+        params = self.load_trial(self.storage, self.study_name, trial_id, convert=False)
+        trial_hyperparams = convert_twm_params(params, hyperparams)
+        print(f"Hyperparameters of trial {trial_id} of Optuna study {self.study_name!r} (nested kwargs merged):")
+        pprint(trial_hyperparams)
+        hyperparams.update(trial_hyperparams)
+        hyperparams.update(self.custom_hyperparams or {})
+        return hyperparams, OrderedDict((key, hyperparams[key]) for key in sorted(hyperparams))
+
+    cls.__init__ = __init__
+    cls.objective = objective
+    cls.read_hyperparameters = read_hyperparameters
+    cls._sb3_twm_patched = True
+
+
+def register_all() -> None:
+    """Register TWM with rl-zoo3 explicitly (what the start-up hook does lazily); safe to call more than once."""
+    from rl_zoo3 import exp_manager, hyperparams_opt, utils
+
+    register_algo(utils)
+    register_sampler(hyperparams_opt)
+    patch_experiment_manager(exp_manager)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """
+    ``python -m sb3_twm.zoo train|enjoy|record_video [zoo arguments]``: run ``rl_zoo3.<command>`` with TWM registered,
+    hook or no hook (e.g. with ``SB3_TWM_NO_ZOO_HOOK=1``, ``python -S`` or a ``PYTHONPATH`` install).
+    """
+    import runpy
+    import sys
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] not in COMMANDS:
+        print(
+            f"usage: python -m sb3_twm.zoo {{{','.join(COMMANDS)}}} [arguments of python -m rl_zoo3.<command>]\n"
+            "example: python -m sb3_twm.zoo train --algo twm --env PongNoFrameskip-v4",
+            file=sys.stderr,
+        )
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    register_all()
+    command = argv[0]
+    sys.argv = [f"rl_zoo3.{command}", *argv[1:]]
+    runpy.run_module(f"rl_zoo3.{command}", run_name="__main__", alter_sys=True)
+    return 0
