@@ -18,7 +18,6 @@ off; ``python -m sb3_twm.zoo train|enjoy|record_video ...`` is the explicit entr
 
 import os
 import sys
-import warnings
 
 __all__ = ["install", "is_disabled"]
 
@@ -36,17 +35,21 @@ def is_disabled() -> bool:
     return os.environ.get(_OPT_OUT, "").strip().lower() not in ("", "0", "false", "no")
 
 
+def _warn(message):
+    import warnings  # not at module level: nothing but os and sys at interpreter start
+
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
 def _after_import(name, module):
     try:
         from sb3_twm import zoo
 
         getattr(zoo, _TARGETS[name])(module)
     except Exception as exc:  # never break rl-zoo3 (or the interpreter) because of sb3_twm
-        warnings.warn(
+        _warn(
             f"sb3-twm could not register TWM with {name} ({exc!r}); '--algo twm' may be unavailable. "
-            f"Set {_OPT_OUT}=1 to silence this, or use 'python -m sb3_twm.zoo'.",
-            RuntimeWarning,
-            stacklevel=2,
+            f"Set {_OPT_OUT}=1 to silence this, or use 'python -m sb3_twm.zoo'."
         )
 
 
@@ -100,4 +103,4 @@ def install():
             if name in sys.modules:
                 _after_import(name, sys.modules[name])
     except Exception as exc:  # a start-up hook must never stop the interpreter
-        warnings.warn(f"sb3-twm's rl-zoo3 hook failed to install: {exc!r}", RuntimeWarning, stacklevel=2)
+        _warn(f"sb3-twm's rl-zoo3 hook failed to install: {exc!r}")

@@ -41,21 +41,31 @@ def tiny_params() -> list[str]:
     return ["-params", *(f"{key}:{value!r}" for key, value in twm_yml()["tiny"].items())]
 
 
-def run(args: list[str], cwd: Path, no_hook: bool = False, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """``python -m <args>`` in ``cwd``; one torch thread (much faster than two on a shared 2-core machine)."""
+def run(
+    args: list[str], cwd: Path, no_hook: bool = False, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """
+    ``python -m <args>`` (or ``python -c <code>``) in ``cwd``, with the hook on unless ``no_hook``, and one torch
+    thread (far faster than two on a loaded 2-core machine).
+    """
     env = {key: value for key, value in os.environ.items() if key != "SB3_TWM_NO_ZOO_HOOK"}
     env.update(OMP_NUM_THREADS="1", **(extra_env or {}))
     if no_hook:
         env["SB3_TWM_NO_ZOO_HOOK"] = "1"
-    result = subprocess.run(
-        [sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT
-    )
-    return result
+    command = [sys.executable, *(args if args[0] == "-c" else ["-m", *args])]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
 
 
 def check(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 0, f"exit code {result.returncode}\n--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-4000:]}"
+    """Assert exit code 0 (showing the output's end otherwise); return stdout."""
+    message = f"exit code {result.returncode}\n--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-4000:]}"
+    assert result.returncode == 0, message
     return result.stdout
+
+
+def algo_choices(help_text: str) -> list[str]:
+    """The ``--algo {a2c,...}`` choices of a zoo script's ``--help``."""
+    return help_text.split("--algo {", 1)[1].split("}", 1)[0].split(",")
 
 
 # ----------------------------------------------------------------------------------------------------- the hook
@@ -68,16 +78,14 @@ def test_hook_module_is_stdlib_only_and_nothing_heavy_loads_at_start(tmp_path):
     assert top_level <= set(sys.stdlib_module_names), top_level
     assert (HOOK_FILE.parent / "_sb3_twm_zoo.start").read_text().split() == ["_sb3_twm_zoo:install"]
 
-    result = run(["site", "--user-site"], tmp_path)  # any interpreter start
-    code = "import sys; print(sorted(m for m in sys.modules if m.split('.')[0] in ('_sb3_twm_zoo', 'sb3_twm', 'torch', 'rl_zoo3')))"
-    out = check(subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=os.environ))
-    assert result.returncode == 0
+    packages = ("_sb3_twm_zoo", "sb3_twm", "torch", "rl_zoo3")
+    out = check(run(["-c", f"import sys; print(sorted(m for m in sys.modules if m.split('.')[0] in {packages}))"], tmp_path))
     assert out.strip() == "['_sb3_twm_zoo']", "the installed hook must load only itself at start-up (is sb3-twm installed?)"
 
 
 def test_train_help_lists_twm(tmp_path):
     out = check(run(["rl_zoo3.train", "--help"], tmp_path))
-    assert "twm" in out.split("--algo {", 1)[1].split("}", 1)[0].split(",")
+    assert "twm" in algo_choices(out)
 
 
 def test_opt_out_env_var(tmp_path):
@@ -87,7 +95,7 @@ def test_opt_out_env_var(tmp_path):
     assert not (tmp_path / "logs").exists()
     # The explicit entry point works without the hook.
     out = check(run(["sb3_twm.zoo", "train", "--help"], tmp_path, no_hook=True))
-    assert "twm" in out.split("--algo {", 1)[1].split("}", 1)[0].split(",")
+    assert "twm" in algo_choices(out)
 
 
 def test_broken_plugin_only_warns(tmp_path):
@@ -96,7 +104,7 @@ def test_broken_plugin_only_warns(tmp_path):
     (broken / "__init__.py").write_text("raise ImportError('simulated broken sb3_twm')\n")
     result = run(["rl_zoo3.train", "--help"], tmp_path, extra_env={"PYTHONPATH": str(broken.parent)})
     out = check(result)
-    assert "twm" not in out.split("--algo {", 1)[1].split("}", 1)[0].split(",")
+    assert "twm" not in algo_choices(out)
     assert "sb3-twm could not register TWM with rl_zoo3.utils" in result.stderr
     assert "simulated broken sb3_twm" in result.stderr
 
@@ -130,8 +138,8 @@ def test_default_config_only_without_conf_file(tmp_path):
     user = tmp_path / "mine.yml"
     manager = exp_manager.ExperimentManager(argparse.Namespace(), "twm", PONG, str(tmp_path), config=str(user))
     assert manager.config == str(user)
-    manager = exp_manager.ExperimentManager(argparse.Namespace(), "ppo", PONG, str(tmp_path))
-    assert Path(manager.config).name == "ppo.yml" and Path(manager.config) != zoo.hyperparams_dir() / "ppo.yml"
+    manager = exp_manager.ExperimentManager(argparse.Namespace(), "ppo", PONG, str(tmp_path))  # other algos: untouched
+    assert Path(manager.config).parent.parent in (Path(exp_manager.__file__).parent, Path(exp_manager.__file__).parent.parent)
 
 
 # ------------------------------------------------------------------------------------------------------ twm.yml
@@ -177,7 +185,7 @@ def test_atari_evaluation_scores_full_games():
 
     dones = []
     scores, _ = evaluate_policy(
-        RandomAgent(), env, n_eval_episodes=1, return_episode_rewards=True, callback=lambda local, _: dones.append(local["done"])
+        RandomAgent(), env, n_eval_episodes=1, return_episode_rewards=True, callback=lambda loc, _: dones.append(loc["done"])
     )
     env.close()
     assert len(scores) == 1
@@ -205,7 +213,7 @@ def test_sampler_gives_valid_anchored_configs(policy, tmp_path):
         assert hyperparams["policy_kwargs"]["latent_classes"] == 8
         assert ("cnn_channels" in trial.params) == (policy == "CnnPolicy")
         # TWM accepts the merged configuration (MlpPolicy on CartPole: construction only, no training).
-        TWM("MlpPolicy", env, **{**base, **hyperparams, "policy_kwargs": {**hyperparams["policy_kwargs"], "cnn_channels": 8}})
+        TWM("MlpPolicy", env, **{key: value for key, value in {**base, **hyperparams}.items() if key != "policy"})
         # The converter rebuilds the same kwargs from the stored trial parameters (what --trial-id uses).
         assert convert_twm_params(trial.params, base) == hyperparams
         study.tell(trial, 0.0)
