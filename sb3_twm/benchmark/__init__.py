@@ -15,6 +15,11 @@ from types import ModuleType
 
 COMMANDS: dict[str, str] = {
     "learn-cartpole": "sb3_twm.benchmark.learn_cartpole",
+    "wm-update": "sb3_twm.benchmark.wm_update",
+    "imagine": "sb3_twm.benchmark.imagine",
+    "collect": "sb3_twm.benchmark.collect",
+    "step": "sb3_twm.benchmark.step",
+    "memory": "sb3_twm.benchmark.memory",
 }
 
 

@@ -20,11 +20,13 @@ def make_adam(parameters: Iterable[nn.Parameter], settings: dict[str, Any]) -> t
     unknown = set(settings) - set(OPTIMIZER_KEYS)
     if unknown:
         raise ValueError(f"Unknown optimizer settings {sorted(unknown)}: use only {list(OPTIMIZER_KEYS)}.")
-    for key in ("lr", "eps", "max_grad_norm"):
+    for key in ("eps", "max_grad_norm"):
         if key in settings and not settings[key] > 0:
             raise ValueError(f"Optimizer setting {key} must be positive, got {settings[key]}.")
-    if settings.get("weight_decay", 0.0) < 0:
-        raise ValueError(f"Optimizer setting weight_decay must be >= 0, got {settings['weight_decay']}.")
+    # A learning rate of 0 is allowed: rl-zoo3 loads models for evaluation with learning_rate=0.
+    for key in ("lr", "weight_decay"):
+        if key in settings and not settings[key] >= 0:
+            raise ValueError(f"Optimizer setting {key} must be >= 0, got {settings[key]}.")
     kwargs = {key: settings[key] for key in ("lr", "eps", "weight_decay", "betas") if key in settings}
     return th.optim.Adam(parameters, **kwargs)
 

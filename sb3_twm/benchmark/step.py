@@ -1,0 +1,60 @@
+"""End-to-end seconds per env step past the prefill, at the default configuration and training schedule."""
+
+import argparse
+import time
+
+from stable_baselines3.common.callbacks import BaseCallback
+
+from sb3_twm.benchmark.common import (
+    REFERENCE_A100_SECONDS_PER_ENV_STEP,
+    REFERENCE_CPU_SECONDS,
+    REFERENCE_TRAIN_STEPS_PER_ENV_STEP,
+    add_common_arguments,
+    default_model,
+    report,
+    setup_torch,
+    synchronize,
+)
+
+DESCRIPTION = "Seconds per env step past the prefill (env step + its share of training) at the default schedule."
+
+
+class StepTimer(BaseCallback):
+    """Time between consecutive env steps: one env step plus the training that followed the previous one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stamps: list[float] = []
+
+    def _on_step(self) -> bool:
+        synchronize(self.model.device)
+        self.stamps.append(time.perf_counter())
+        return True
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser)
+    parser.add_argument("--batch-size", type=int, default=None, help="sequences per world-model update (default 100)")
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_torch(args)
+    model = default_model(args, prefill=2000)
+    model.num_timesteps = model.learning_starts  # the dataset is full of random steps: start past the prefill
+    timer = StepTimer()
+    model.learn(args.warmup + args.repeats + 1, callback=timer, reset_num_timesteps=False)
+    per_step = [b - a for a, b in zip(timer.stamps[:-1], timer.stamps[1:])][args.warmup :]
+    total_updates = model._n_updates
+    env_steps = args.warmup + args.repeats + 1
+    device = model.device
+    reference = REFERENCE_CPU_SECONDS["step"] if device.type == "cpu" and model.batch_size == 100 else None
+    rows = [
+        {"figure": "seconds per env step (incl. training)", "seconds": per_step, "reference": reference},
+        {"figure": "training steps per env step (schedule)", "value": model.steps_per_env_step, "unit": "ratio",
+         "reference": REFERENCE_TRAIN_STEPS_PER_ENV_STEP},  # fmt: skip
+        {"figure": "training steps in this run", "value": total_updates, "unit": "count"},
+        {"figure": "projected hours for 95k steps past prefill", "value": 95_000 * sorted(per_step)[len(per_step) // 2] / 3600,
+         "unit": "h", "reference": round(95_000 * REFERENCE_A100_SECONDS_PER_ENV_STEP / 3600, 1) if device.type == "cuda" else None},  # fmt: skip
+    ]
+    report(f"step ({env_steps} env steps)", rows, args, device)
+    return 0

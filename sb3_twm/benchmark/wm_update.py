@@ -1,0 +1,28 @@
+"""One world-model update (observation and dynamics models) at the default batch of 100 x 16, random frames."""
+
+import argparse
+
+from sb3_twm.benchmark.common import REFERENCE_CPU_SECONDS, add_common_arguments, default_model, report, setup_torch, time_repeats
+
+DESCRIPTION = "Seconds per world-model update at the default batch (100 x 16)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser)
+    parser.add_argument("--batch-size", type=int, default=None, help="sequences per update (default 100)")
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_torch(args)
+    model = default_model(args)
+    model.world_model.train()
+
+    def update() -> None:
+        batch = model._to_torch(model.replay_buffer.sample_sequences(model.batch_size, model.sequence_length))
+        model.world_model.train_step(batch)
+
+    seconds = time_repeats(update, args.repeats, args.warmup, model.device)
+    reference = REFERENCE_CPU_SECONDS["wm-update"] if model.device.type == "cpu" and model.batch_size == 100 else None
+    figure = f"world-model update, {model.batch_size} x {model.sequence_length}"
+    report("wm-update", [{"figure": figure, "seconds": seconds, "reference": reference}], args, model.device)
+    return 0
