@@ -55,12 +55,12 @@ def test_memory_matches_recomputing_the_visible_context(memory_length, horizon, 
     rewards = th.randn(N, horizon)
     dones = th.rand(N, horizon) < 0.2
     memory = model.start_memory(z[:, 0], actions[:, 0])
-    assert memory.hiddens[0].shape[1] == 2
+    assert memory.key_values[0][0].shape[2] == 2
     cached = []
     for t in range(1, horizon + 1):
         prediction, memory = model.step(memory, rewards[:, t - 1], dones[:, t - 1], z[:, t], actions[:, t])
         cached.append(prediction)
-        assert memory.hiddens[0].shape[1] <= model.memory_tokens  # O(1) memory per step
+        assert memory.key_values[0][0].shape[2] <= model.memory_tokens  # O(1) memory per step
     full = model(z, actions, rewards, dones)
     for t, prediction in enumerate(cached, start=1):
         assert th.allclose(prediction.z_logits[:, 0], full.z_logits[:, t], atol=1e-5)

@@ -25,7 +25,7 @@ class DynamicsPrediction(NamedTuple):
 class DynamicsMemory(NamedTuple):
     """The Transformer-XL recurrence memory carried through imagination."""
 
-    hiddens: tuple[th.Tensor, ...]  # per layer, (B, M, D) cached layer inputs
+    key_values: tuple[tuple[th.Tensor, th.Tensor], ...]  # per layer, keys and values (B, H, M, dh) of cached tokens
     steps: th.Tensor  # (M,) step index of each cached token
     episodes: th.Tensor  # (B, M) episode index of each cached token (a done starts a new one)
 
@@ -173,9 +173,12 @@ class DynamicsModel(nn.Module):
         action_hidden = hidden[:, 1 :: self.tokens_per_step]  # (B, S, D)
         return self._predict(action_hidden)
 
-    def _trim(self, layer_inputs: tuple[th.Tensor, ...], steps: th.Tensor, episodes: th.Tensor) -> DynamicsMemory:
+    def _trim(
+        self, key_values: tuple[tuple[th.Tensor, th.Tensor], ...], steps: th.Tensor, episodes: th.Tensor
+    ) -> DynamicsMemory:
         keep = self.memory_tokens
-        return DynamicsMemory(tuple(h[:, -keep:] for h in layer_inputs), steps[-keep:], episodes[:, -keep:])
+        trimmed = tuple((keys[:, :, -keep:], values[:, :, -keep:]) for keys, values in key_values)
+        return DynamicsMemory(trimmed, steps[-keep:], episodes[:, -keep:])
 
     def start_memory(self, z: th.Tensor, actions: th.Tensor) -> DynamicsMemory:
         """
@@ -188,8 +191,8 @@ class DynamicsModel(nn.Module):
         tokens = self._step_tokens(z[:, None], actions[:, None]).flatten(1, 2)  # (B, 2, D)
         steps = th.zeros(2, dtype=th.long, device=z.device)
         episodes = th.zeros(z.shape[0], 2, dtype=th.long, device=z.device)
-        _, layer_inputs = self.transformer(tokens, attention_mask(steps, episodes, steps, episodes, self.memory_length))
-        return self._trim(layer_inputs, steps, episodes)
+        _, key_values = self.transformer(tokens, attention_mask(steps, episodes, steps, episodes, self.memory_length))
+        return self._trim(key_values, steps, episodes)
 
     def step(
         self,
@@ -223,5 +226,5 @@ class DynamicsModel(nn.Module):
         key_steps = th.cat([memory.steps, new_steps])
         key_episodes = th.cat([memory.episodes, new_episodes], dim=1)
         mask = attention_mask(new_steps, new_episodes, key_steps, key_episodes, self.memory_length)
-        hidden, layer_inputs = self.transformer(new_tokens, mask, memory.hiddens)
-        return self._predict(hidden[:, -1:]), self._trim(layer_inputs, key_steps, key_episodes)
+        hidden, key_values = self.transformer(new_tokens, mask, memory.key_values)
+        return self._predict(hidden[:, -1:]), self._trim(key_values, key_steps, key_episodes)

@@ -3,7 +3,8 @@ A Transformer-XL decoder (Dai et al., 2019): post-norm layers with relative mult
 relative positional encodings with global biases ``u`` and ``v``, and a recurrence memory of cached layer inputs.
 
 Attention runs through ``scaled_dot_product_attention``: the content term ``(q + u) k`` is its regular product and the
-positional term ``(q + v) W_r R_{i-j}`` plus the mask enter as an additive bias.
+positional term ``(q + v) W_r R_{i-j}`` plus the mask enter as an additive bias. The memory is kept as the keys and
+values of the cached layer inputs, so each new token costs one projection.
 """
 
 import math
@@ -52,32 +53,31 @@ class RelativeMultiheadAttention(nn.Module):
     def forward(
         self,
         x: th.Tensor,
-        memory: th.Tensor | None,
+        cache: tuple[th.Tensor, th.Tensor] | None,
         positions: th.Tensor,
         content_bias: th.Tensor,
         position_bias: th.Tensor,
         mask: th.Tensor,
-    ) -> th.Tensor:
-        # x: (B, Q, D) new tokens; memory: (B, M, D) cached inputs of this layer
+    ) -> tuple[th.Tensor, tuple[th.Tensor, th.Tensor]]:
+        # x: (B, Q, D) new tokens; cache: keys and values (B, H, M, dh) of the memory tokens of this layer
         # positions: (K, D) encodings of distances 0..K-1 with K = M + Q
         # content_bias, position_bias: (H, dh); mask: (B, Q, K) True where attention is allowed
         batch_size, num_queries, _ = x.shape
-        inputs = x if memory is None else th.cat([memory, x], dim=1)  # (B, K, D)
-        num_keys = inputs.shape[1]
-        inner_dim = self.num_heads * self.head_dim
-        weight = self.qkv_projection.weight
-        queries = F.linear(x, weight[:inner_dim])
-        keys, values = F.linear(inputs, weight[inner_dim:]).chunk(2, dim=-1)
-        queries = queries.view(batch_size, num_queries, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, Q, dh)
-        keys = keys.view(batch_size, num_keys, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, K, dh)
-        values = values.view(batch_size, num_keys, self.num_heads, self.head_dim).transpose(1, 2)
+        queries, keys, values = (
+            self.qkv_projection(x).view(batch_size, num_queries, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        )  # each (B, H, Q, dh)
+        if cache is not None:
+            # Keys and values of the memory are those of its cached layer inputs: reuse them instead of recomputing.
+            keys = th.cat([cache[0], keys], dim=2)
+            values = th.cat([cache[1], values], dim=2)
+        num_keys = keys.shape[2]
         relative = self.position_projection(positions).view(num_keys, self.num_heads, self.head_dim).transpose(0, 1)
         # Positional scores by distance, then moved to key columns: distance(i, j) = (K - Q + i) - j.
         by_distance = (queries + position_bias[:, None]) @ relative.transpose(-1, -2)  # (B, H, Q, K)
         query_index = th.arange(num_keys - num_queries, num_keys, device=x.device)[:, None]
         distance = (query_index - th.arange(num_keys, device=x.device)[None]).clamp_(0, num_keys - 1)
         position_scores = by_distance.gather(-1, distance.expand(batch_size, self.num_heads, -1, -1))
-        bias = (position_scores * self.scale).masked_fill(~mask[:, None], float("-inf"))
+        bias = (position_scores * self.scale).masked_fill_(~mask[:, None], float("-inf"))
         attended = F.scaled_dot_product_attention(
             queries + content_bias[:, None],
             keys,
@@ -86,7 +86,8 @@ class RelativeMultiheadAttention(nn.Module):
             dropout_p=self.dropout if self.training else 0.0,
             scale=self.scale,
         )
-        return self.output_projection(attended.transpose(1, 2).reshape(batch_size, num_queries, inner_dim))
+        output = self.output_projection(attended.transpose(1, 2).reshape(batch_size, num_queries, -1))
+        return output, (keys.detach(), values.detach())
 
 
 class TransformerXLLayer(nn.Module):
@@ -125,15 +126,16 @@ class TransformerXLLayer(nn.Module):
     def forward(
         self,
         x: th.Tensor,
-        memory: th.Tensor | None,
+        cache: tuple[th.Tensor, th.Tensor] | None,
         positions: th.Tensor,
         content_bias: th.Tensor,
         position_bias: th.Tensor,
         mask: th.Tensor,
-    ) -> th.Tensor:
-        # x: (B, Q, D) -> (B, Q, D)
-        x = self.attention_norm(x + self.dropout(self.attention(x, memory, positions, content_bias, position_bias, mask)))
-        return self.feedforward_norm(x + self.dropout(self.feedforward(x)))
+    ) -> tuple[th.Tensor, tuple[th.Tensor, th.Tensor]]:
+        # x: (B, Q, D) -> (B, Q, D), and the keys/values over memory and new tokens (B, H, M + Q, dh)
+        attended, key_values = self.attention(x, cache, positions, content_bias, position_bias, mask)
+        x = self.attention_norm(x + self.dropout(attended))
+        return self.feedforward_norm(x + self.dropout(self.feedforward(x))), key_values
 
 
 class TransformerXL(nn.Module):
@@ -172,20 +174,22 @@ class TransformerXL(nn.Module):
         self.position_dropout = nn.Dropout(dropout)
 
     def forward(
-        self, x: th.Tensor, mask: th.Tensor, memory: tuple[th.Tensor, ...] | None = None
-    ) -> tuple[th.Tensor, tuple[th.Tensor, ...]]:
+        self, x: th.Tensor, mask: th.Tensor, memory: tuple[tuple[th.Tensor, th.Tensor], ...] | None = None
+    ) -> tuple[th.Tensor, tuple[tuple[th.Tensor, th.Tensor], ...]]:
         """
         :param x: New token embeddings ``(B, Q, D)``.
         :param mask: ``(B, Q, M + Q)`` True where a query may attend to a key (memory keys first).
-        :param memory: Per layer, the cached inputs ``(B, M, D)`` of that layer, or None.
-        :return: The outputs ``(B, Q, D)`` and, per layer, its inputs over memory and new tokens ``(B, M + Q, D)``
-            (detached), from which the caller keeps the newest tokens as the next memory.
+        :param memory: Per layer, the keys and values ``(B, H, M, dh)`` of the memory tokens, or None. Caching keys
+            and values is Transformer-XL's memory of layer inputs with their projections applied once.
+        :return: The outputs ``(B, Q, D)`` and, per layer, the keys and values over memory and new tokens
+            ``(B, H, M + Q, dh)`` (detached), from which the caller keeps the newest tokens as the next memory.
         """
-        num_memory = 0 if memory is None else memory[0].shape[1]
+        num_memory = 0 if memory is None else memory[0][0].shape[2]
         positions = self.position_dropout(sinusoidal_encoding(num_memory + x.shape[1], self.embed_dim, x.device))
-        layer_inputs = []
+        key_values = []
         for index, layer in enumerate(self.layers):
-            layer_memory = None if memory is None else memory[index]
-            layer_inputs.append(x.detach() if layer_memory is None else th.cat([layer_memory, x.detach()], dim=1))
-            x = layer(x, layer_memory, positions, self.content_bias, self.position_bias, mask)
-        return x, tuple(layer_inputs)
+            x, layer_key_values = layer(
+                x, None if memory is None else memory[index], positions, self.content_bias, self.position_bias, mask
+            )
+            key_values.append(layer_key_values)
+        return x, tuple(key_values)
