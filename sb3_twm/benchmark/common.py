@@ -73,7 +73,14 @@ def default_model(args: argparse.Namespace, prefill: int = 2000, **overrides: An
     :return: The model.
     """
     env = RandomFramesEnv(args.num_actions)
-    kwargs: dict[str, Any] = {"learning_starts": prefill, "pretrain_budget": 0, "seed": args.seed, "device": args.device}
+    kwargs: dict[str, Any] = {
+        "learning_starts": prefill,
+        "pretrain_budget": 0,
+        # The default schedule's 1.316 training steps per env step (derived with the default 5,000-step prefill).
+        "train_ratio": TWM("CnnPolicy", RandomFramesEnv(), _init_setup_model=False).steps_per_env_step,
+        "seed": args.seed,
+        "device": args.device,
+    }
     if getattr(args, "batch_size", None):
         kwargs["batch_size"] = args.batch_size
     if getattr(args, "imagination_batch_size", None):
