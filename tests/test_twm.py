@@ -279,7 +279,7 @@ def test_other_image_shapes(shape, tiny_kwargs):
         (ImageEnv((64, 64, 4)), {"world_model_kwargs": {"layers": 3}}, "Unknown world_model_kwargs"),
         (ImageEnv((64, 64, 4)), {"buffer_temperature": 0.0}, "buffer_temperature must be > 0"),
         (ImageEnv((64, 64, 4)), {"train_ratio": -1.0}, "train_ratio must be > 0"),
-        (ImageEnv((64, 64, 4)), {"critic_optimizer_kwargs": {"lr": -1.0}}, "lr must be positive"),
+        (ImageEnv((64, 64, 4)), {"critic_optimizer_kwargs": {"lr": -1.0}}, "lr must be >= 0"),
         (ImageEnv((64, 64, 4)), {"critic_optimizer_kwargs": {"momentum": 0.9}}, "Unknown optimizer settings"),
     ],
 )

@@ -1,8 +1,14 @@
 """TWM: Transformer-based World Models (Robine et al., ICLR 2023) as a Stable-Baselines3 off-policy algorithm."""
 
 import copy
+import functools
+import inspect
+import io
 import math
+import pathlib
+import pickle
 import warnings
+import zipfile
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
@@ -10,13 +16,38 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ConvertCallback
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.preprocessing import preprocess_obs
+from stable_baselines3.common.save_util import recursive_getattr, save_to_zip_file
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import update_learning_rate
+from stable_baselines3.common.vec_env import VecEnv
+from torch import nn
 
 from sb3_twm.common.buffers import SequenceBatch, TWMReplayBuffer
+from sb3_twm.common.checkpoints import (
+    CHECKPOINT_FORMAT_VERSION,
+    DATASET_FORMAT,
+    DATASET_FORMAT_VERSION,
+    DROPPABLE_ATTRIBUTES,
+    CheckpointError,
+    Unsaved,
+    atomic_write,
+    capture_rng_state,
+    check_rng_state,
+    decode_value,
+    encode_value,
+    existing_path,
+    is_unsaved,
+    read_npz_into,
+    read_zip_json,
+    restore_rng_state,
+    resume_seed,
+    with_suffix,
+    write_npz,
+)
 from sb3_twm.common.optim import make_adam, optimizer_step
 from sb3_twm.twm.actor_critic import actor_loss, critic_loss, lambda_returns
 from sb3_twm.twm.policies import CnnPolicy, MlpPolicy, TWMPolicy
@@ -68,6 +99,33 @@ _OBSERVATION_MODEL_KEYS = {
 _LOSS_KEYS = ("z_coef", "reward_coef", "discount_coef")
 
 
+def _check_widths(name: str, widths: Any) -> None:
+    # Hidden-layer widths: a zero width builds a network that silently outputs constants.
+    if widths is None:
+        return
+    if not isinstance(widths, (list, tuple)) or not all(
+        isinstance(width, (int, np.integer)) and width > 0 for width in widths
+    ):
+        raise ValueError(f"{name} must be a list of positive layer widths, got {widths!r}.")
+
+
+def _is_cnn_policy(policy: Any) -> bool:
+    if isinstance(policy, str):
+        return policy == "CnnPolicy"
+    return isinstance(policy, type) and issubclass(policy, TWMPolicy) and policy.observation_architecture == "cnn"
+
+
+class _StoreStepFirst(BaseCallback):
+    """
+    The first callback of every ``learn()``: stores the step just taken in the dataset before the user's callbacks
+    run, so that a checkpoint saved by one of them (``CheckpointCallback``) holds the step its name counts.
+    """
+
+    def _on_step(self) -> bool:
+        self.model._commit_step(self.locals)
+        return True
+
+
 class TWM(OffPolicyAlgorithm):
     """
     Transformer-based World Model (TWM).
@@ -81,13 +139,40 @@ class TWM(OffPolicyAlgorithm):
     pretraining on them (no callbacks fire during it), then ``train_ratio`` training steps per env step, each
     ``world_model_train_steps`` world-model updates and one actor-critic update in imagination.
 
+    Checkpoints and exact resume. ``save()`` writes everything training depends on besides the dataset: all networks
+    and optimiser states, the env-step, update and episode counters, the schedule phase (``_pretrained``,
+    ``_train_credit``, the training steps owed to steps already collected), the skipped-update counter, the
+    episode statistics and every random generator (torch CPU/CUDA, numpy's and Python's global ones and the action
+    space's, which draws the prefill's random actions). ``save_replay_buffer()`` writes the dataset (observations,
+    actions, rewards, flags, visit counts, ring position, latest next observations) as an ``.npz``. Both files are
+    written to a temporary file and renamed into place, and neither is ever unpickled at load: the model's
+    attributes are plain JSON (classes by name, from already imported modules only; a callable ``learning_rate``
+    other than SB3's and rl-zoo3's schedule classes is code, which is not stored: pass it again at load with
+    ``custom_objects``), the dataset holds plain arrays. SB3's ``CheckpointCallback(save_replay_buffer=True)`` saves
+    a consistent pair at any step: TWM stores each step in the dataset before the user's callbacks see it, and
+    the training that step is owed runs first thing when the run resumes.
+
+    The env's own state cannot be saved, so a resumed run starts new episodes: ``learn(reset_num_timesteps=False)``
+    on a loaded model resets the envs, marks an episode boundary in the dataset and, with a ``seed``, seeds the envs
+    with ``resume_seed(seed, num_timesteps)``. The same happens in a run that keeps going in one process when its
+    envs are replaced or reset at that step (``set_env(new_env)``, then ``learn(..., reset_num_timesteps=False)``).
+    Exact resume means: on CPU, with a ``seed``, ``torch.use_deterministic_algorithms(True)``, equally built envs
+    and a constant learning rate, ``learn(N)``; ``save``; ``save_replay_buffer``; then in a new process ``load`` (with
+    a fresh env); ``load_replay_buffer``; ``learn(M, reset_num_timesteps=False)`` gives bit-for-bit the parameters,
+    optimiser states, dataset and counters of ``learn(N)``; ``set_env(fresh env)``; ``learn(M,
+    reset_num_timesteps=False)`` in one process. A checkpoint saved by a callback at step N (``train_freq=1``)
+    resumes exactly like that too. With a learning-rate schedule, the resumed run follows the total of its own
+    ``learn()`` call, as SB3 does. Callbacks that draw random numbers (``EvalCallback``: TWM samples actions when
+    evaluating) must fire at the same steps in both runs.
+
     :param policy: ``"CnnPolicy"`` (stacked image frames) or ``"MlpPolicy"`` (vector observations), or a class.
     :param env: The environment (Gym env, VecEnv or registered id).
     :param learning_rate: Learning rate of the observation model, dynamics model and actor (spec: ``obs_lr``,
         ``dyn_lr``, ``actor_lr``), a float or a schedule of the remaining progress. A schedule scales every
         optimiser (the critic's too) by ``schedule(progress) / schedule(1)``.
     :param buffer_size: Env steps kept in the dataset (``buffer_capacity``).
-    :param learning_starts: Random-action steps before any training (``buffer_prefill``).
+    :param learning_starts: Random-action steps before any training (``buffer_prefill``). A ``learn()`` call that
+        ends at or before it only collects, with a warning (collecting the prefill in several calls is allowed).
     :param batch_size: Sequences per world-model update (``wm_batch_size``).
     :param sequence_length: Steps per world-model sequence (``wm_sequence_length``).
     :param gamma: Discount factor; the discount target is ``gamma * (1 - terminated)``.
@@ -116,6 +201,10 @@ class TWM(OffPolicyAlgorithm):
     :param normalize_advantage: Normalise advantages per batch (``ac_normalize_advantages``).
     :param target_update_interval: Actor-critic updates between copies of the critic into its target network;
         1 means no separate target (the critic bootstraps itself).
+    :param skip_non_finite_updates: Skip an optimiser step whose gradients are not finite (a NaN/inf loss), leaving
+        the weights and the optimiser state unchanged, with a ``RuntimeWarning`` and the count logged as
+        ``train/skipped_updates``. The check costs one host-device synchronisation per optimiser step (nothing on
+        CPU; on a GPU it stalls the queue briefly four times per training step): set False to drop it.
     :param world_model_kwargs: Dynamics-model architecture and world-model loss weights; keys and defaults in
         ``DEFAULT_WORLD_MODEL_KWARGS`` (``embed_dim`` 256, ``num_heads`` 4, ``head_dim`` 64, ``num_layers`` 10,
         ``feedforward_dim`` 1024, ``memory_length`` 16, ``z_head_dims`` [512]*4, ``reward_head_dims`` and
@@ -173,6 +262,7 @@ class TWM(OffPolicyAlgorithm):
         entropy_threshold: float = 0.1,
         normalize_advantage: bool = False,
         target_update_interval: int = 1,
+        skip_non_finite_updates: bool = True,
         world_model_kwargs: dict[str, Any] | None = None,
         observation_optimizer_kwargs: dict[str, Any] | None = None,
         dynamics_optimizer_kwargs: dict[str, Any] | None = None,
@@ -193,6 +283,16 @@ class TWM(OffPolicyAlgorithm):
                 "TWM supports Box observations only (images with CnnPolicy, vectors with MlpPolicy), got "
                 f"{env.observation_space}: flatten it with gymnasium.wrappers.FlattenObservation and use MlpPolicy."
             )
+        observation_space = getattr(env, "observation_space", None)
+        if _is_cnn_policy(policy) and isinstance(observation_space, spaces.Box) and len(observation_space.shape) == 3:
+            height_or_channels, middle, last = observation_space.shape
+            if middle < height_or_channels and middle < last:
+                # SB3 would take the last axis for channels and pass on a garbled image.
+                raise ValueError(
+                    f"CnnPolicy needs images as (height, width, channels) or (channels, height, width), got shape "
+                    f"{observation_space.shape}: its smallest axis is in the middle, which looks like a misplaced "
+                    "channel axis. Transpose the observations (e.g. gymnasium.wrappers.TransformObservation)."
+                )
         super().__init__(
             policy,
             env,
@@ -215,7 +315,7 @@ class TWM(OffPolicyAlgorithm):
             sde_support=False,
             support_multi_env=True,
         )
-        if not isinstance(self.action_space, spaces.Discrete):
+        if env is not None and not isinstance(self.action_space, spaces.Discrete):
             raise ValueError(
                 f"TWM supports only Discrete action spaces, got {self.action_space}. "
                 "Use an algorithm for continuous control (e.g. SAC) or discretise the actions."
@@ -238,6 +338,7 @@ class TWM(OffPolicyAlgorithm):
         self.entropy_threshold = entropy_threshold
         self.normalize_advantage = normalize_advantage
         self.target_update_interval = target_update_interval
+        self.skip_non_finite_updates = skip_non_finite_updates
         self.world_model_kwargs = world_model_kwargs or {}
         self.observation_optimizer_kwargs = observation_optimizer_kwargs or {}
         self.dynamics_optimizer_kwargs = dynamics_optimizer_kwargs or {}
@@ -247,6 +348,13 @@ class TWM(OffPolicyAlgorithm):
         self._pretrained = False
         self._train_credit = 0.0
         self._actor_critic_updates = 0
+        self._skipped_updates = 0
+        # Env steps collected in the current rollout whose training call has not happened yet: nonzero only while a
+        # rollout runs, so a checkpoint saved by a callback knows the training a resumed run owes.
+        self._untrained_env_steps = 0
+        # Transient: the step just taken is already stored (by the first callback), collect_rollouts must not again.
+        self._step_committed = False
+        self._pending_episodes = 0
         if _init_setup_model:
             self._setup_model()
 
@@ -266,6 +374,15 @@ class TWM(OffPolicyAlgorithm):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
         if self.learning_starts < 0:
             raise ValueError(f"learning_starts must be >= 0, got {self.learning_starts}.")
+        frequency = self.train_freq[0] if isinstance(self.train_freq, tuple) else self.train_freq
+        if not isinstance(frequency, (int, np.integer)) or frequency <= 0:
+            raise ValueError(f"train_freq must be a positive number of steps (or (n, 'episode')), got {self.train_freq!r}.")
+        if self.gradient_steps < -1:
+            raise ValueError(
+                f"gradient_steps must be >= 0, or -1 to follow train_ratio, got {self.gradient_steps}."
+            )
+        if self._stats_window_size <= 0:
+            raise ValueError(f"stats_window_size must be a positive integer, got {self._stats_window_size}.")
         per_env_prefill = self.learning_starts // self.n_envs
         candidates = (per_env_prefill - self.sequence_length + 1) * self.n_envs
         if candidates < self.batch_size:
@@ -312,6 +429,17 @@ class TWM(OffPolicyAlgorithm):
             raise ValueError(
                 f"Unknown world_model_kwargs {sorted(unknown)}; valid keys: {sorted(DEFAULT_WORLD_MODEL_KWARGS)}."
             )
+        for key in ("z_head_dims", "reward_head_dims", "discount_head_dims"):
+            _check_widths(f"world_model_kwargs[{key!r}]", self.world_model_kwargs.get(key, []))
+        for key in (*_OBSERVATION_MODEL_KEYS, *_LOSS_KEYS):
+            value = self.world_model_kwargs.get(key, 0.0)
+            if not (isinstance(value, (int, float)) and 0.0 <= value < math.inf):
+                raise ValueError(f"world_model_kwargs[{key!r}] must be a finite number >= 0, got {value!r}.")
+        net_arch = self.policy_kwargs.get("net_arch")
+        for name, widths in (net_arch.items() if isinstance(net_arch, dict) else [("net_arch", net_arch)]):
+            _check_widths(f"policy_kwargs net_arch {name!r}" if name != "net_arch" else "policy_kwargs['net_arch']", widths)
+        for key in ("encoder_hidden_dims", "decoder_hidden_dims"):
+            _check_widths(f"policy_kwargs[{key!r}]", self.policy_kwargs.get(key))
         if self.replay_buffer_class is not None and not issubclass(self.replay_buffer_class, TWMReplayBuffer):
             raise ValueError(
                 f"replay_buffer_class must be a subclass of TWMReplayBuffer (it samples sequences), "
@@ -379,6 +507,13 @@ class TWM(OffPolicyAlgorithm):
         }
         self._metrics: dict[str, list[th.Tensor]] = {}
         self._warned_small_dataset = False
+        # Filled by save() (the generators' states as tensors) and by load(); see _get_torch_save_params.
+        self._torch_rng_state = th.empty(0, dtype=th.uint8, device=self.device)
+        self._cuda_rng_states = th.empty(0, dtype=th.uint8, device=self.device)
+        if self.skip_non_finite_updates:
+            names = ("observation model", "dynamics model", "actor", "critic")
+            for name, optimizer in zip(names, self._optimizers()):
+                optimizer.register_step_pre_hook(functools.partial(self._skip_non_finite_update, name))
 
     def _optimizers(self) -> list[th.optim.Optimizer]:
         return [
@@ -387,6 +522,27 @@ class TWM(OffPolicyAlgorithm):
             self.actor_optimizer,
             self.critic_optimizer,
         ]
+
+    def _skip_non_finite_update(self, name: str, optimizer: th.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        """
+        Optimiser step pre-hook: drop the step when a gradient is not finite. A NaN/inf loss gives NaN gradients (the
+        global-norm clipping spreads a non-finite norm to every gradient), and Adam leaves parameters without a
+        gradient untouched, weights and moments alike.
+        """
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        # The one host-device synchronisation of the check (free on CPU).
+        if not grads or bool(th.isfinite(nn.utils.get_total_norm(grads))):
+            return
+        for group in optimizer.param_groups:
+            for parameter in group["params"]:
+                parameter.grad = None
+        self._skipped_updates += 1
+        warnings.warn(
+            f"TWM skipped an update of the {name}: its loss or gradients are not finite (NaN/inf). Its weights and "
+            "optimizer state are unchanged; train/skipped_updates counts the skipped updates.",
+            RuntimeWarning,
+            stacklevel=1,
+        )
 
     # ---------------------------------------------------------------- learning
     def learn(
@@ -398,14 +554,18 @@ class TWM(OffPolicyAlgorithm):
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfTWM:
-        return super().learn(
-            total_timesteps=total_timesteps,
-            callback=callback,
-            log_interval=log_interval,
-            tb_log_name=tb_log_name,
-            reset_num_timesteps=reset_num_timesteps,
-            progress_bar=progress_bar,
-        )
+        try:
+            return super().learn(
+                total_timesteps=total_timesteps,
+                callback=callback,
+                log_interval=log_interval,
+                tb_log_name=tb_log_name,
+                reset_num_timesteps=reset_num_timesteps,
+                progress_bar=progress_bar,
+            )
+        finally:
+            # A finished learn() has trained on all it collected (or was stopped, and then never will).
+            self._untrained_env_steps, self._step_committed, self._pending_episodes = 0, False, 0
 
     def _setup_learn(
         self,
@@ -416,11 +576,106 @@ class TWM(OffPolicyAlgorithm):
         progress_bar: bool = False,
     ) -> tuple[int, Any]:
         env_will_reset = reset_num_timesteps or self._last_obs is None
+        resuming = not reset_num_timesteps and self.num_timesteps > 0
+        if reset_num_timesteps and self._pretrained:
+            warnings.warn(
+                "learn(reset_num_timesteps=True) on a TWM that has trained restarts its step counter: the next "
+                f"learning_starts={self.learning_starts} steps are random actions again and training pauses for them. "
+                "To continue the run, pass reset_num_timesteps=False.",
+                stacklevel=4,
+            )
+        if resuming and env_will_reset and self.seed is not None and self.env is not None:
+            # New episodes in a continued run: seed them from the run's seed and step, so that a run resumed from a
+            # checkpoint and one that replaces its envs at the same step collect the same experience.
+            self.env.seed(resume_seed(self.seed, self.num_timesteps))
+        owed_steps, owed_total = (self._untrained_env_steps if resuming else 0), self._total_timesteps
+        self._untrained_env_steps, self._step_committed, self._pending_episodes = 0, False, 0
         result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+        if owed_steps > 0:
+            self._train_owed_steps(owed_steps, owed_total)
         if env_will_reset and self.replay_buffer is not None and self.replay_buffer.size() > 0:
             # The stored experience and the fresh episodes are not one trajectory.
             self.replay_buffer.mark_episode_boundary()
+        if result[0] <= self.learning_starts:
+            warnings.warn(
+                f"learn() ends at step {result[0]}, not past learning_starts={self.learning_starts}: this call only "
+                "collects random-action steps and does not train.",
+                stacklevel=4,
+            )
         return result
+
+    def _train_owed_steps(self, env_steps: int, total_timesteps: int) -> None:
+        """
+        Make the training call that a checkpoint saved during a rollout (by a callback) came before: the run that
+        saved it made this call right after that rollout, with the RNG states the checkpoint holds.
+
+        :param env_steps: Env steps of that rollout.
+        :param total_timesteps: The total of the ``learn()`` call that was running (for the progress).
+        """
+        if self.num_timesteps > 0 and self.num_timesteps > self.learning_starts:
+            self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
+            gradient_steps = self.gradient_steps if self.gradient_steps >= 0 else env_steps
+            if gradient_steps > 0:
+                self.train(batch_size=self.batch_size, gradient_steps=gradient_steps)
+
+    def _init_callback(self, callback: MaybeCallback, progress_bar: bool = False) -> BaseCallback:
+        if isinstance(callback, list):
+            callback = CallbackList(callback)
+        if callback is not None and not isinstance(callback, BaseCallback):
+            callback = ConvertCallback(callback)
+        first = [_StoreStepFirst()] + ([callback] if callback is not None else [])
+        return super()._init_callback(CallbackList(first), progress_bar)
+
+    def _commit_step(self, step_locals: dict[str, Any]) -> None:
+        """
+        Store the step ``collect_rollouts`` just took (what it does after the callbacks), before the callbacks.
+
+        :param step_locals: ``collect_rollouts``' local variables.
+        """
+        rewards, dones, infos, new_obs = (step_locals[key] for key in ("rewards", "dones", "infos", "new_obs"))
+        self._check_transition(rewards, new_obs)
+        super()._update_info_buffer(infos, dones)
+        super()._store_transition(step_locals["replay_buffer"], step_locals["buffer_actions"], new_obs, rewards, dones, infos)
+        self._step_committed = True
+        self._pending_episodes = int(np.sum(dones))
+        self._untrained_env_steps = int(step_locals["num_collected_steps"]) * self.n_envs
+
+    def _update_info_buffer(self, infos: list[dict[str, Any]], dones: np.ndarray | None = None) -> None:
+        if not self._step_committed:
+            super()._update_info_buffer(infos, dones)
+
+    def _store_transition(
+        self,
+        replay_buffer: ReplayBuffer,
+        buffer_action: np.ndarray,
+        new_obs: np.ndarray | dict[str, np.ndarray],
+        reward: np.ndarray,
+        dones: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        if self._step_committed:
+            self._step_committed, self._pending_episodes = False, 0
+            return
+        self._check_transition(reward, new_obs)
+        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
+
+    def _check_transition(self, rewards: np.ndarray, new_obs: Any) -> None:
+        # Refused before it is stored: one NaN reward in the dataset would poison every batch that draws it.
+        rewards = np.asarray(rewards)
+        if not np.all(np.isfinite(rewards)):
+            env_index = int(np.flatnonzero(~np.isfinite(rewards.reshape(-1)))[0])
+            raise ValueError(
+                f"The env returned a non-finite reward ({rewards.reshape(-1)[env_index]}) at step {self.num_timesteps} "
+                f"(env {env_index}). TWM cannot learn from NaN/inf rewards: fix the env or clip its rewards "
+                "(e.g. gymnasium.wrappers.TransformReward)."
+            )
+        observations = np.asarray(new_obs)
+        if observations.dtype.kind == "f" and not np.all(np.isfinite(observations)):
+            env_index = int(np.flatnonzero((~np.isfinite(observations.reshape(len(observations), -1))).any(axis=1))[0])
+            raise ValueError(
+                f"The env returned a non-finite observation at step {self.num_timesteps} (env {env_index}). "
+                "TWM cannot learn from NaN/inf observations: fix the env."
+            )
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         """
@@ -430,6 +685,8 @@ class TWM(OffPolicyAlgorithm):
             collected (converted with ``train_ratio``).
         :param batch_size: Sequences per world-model update.
         """
+        # The rollout's steps are being trained on: a checkpoint saved from here on owes no training.
+        self._untrained_env_steps = 0
         if not self._dataset_ready(batch_size):
             return
         if not self._pretrained:
@@ -448,6 +705,7 @@ class TWM(OffPolicyAlgorithm):
             self._train_step(batch_size)
         self._n_updates += num_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/skipped_updates", self._skipped_updates)
 
     def _dataset_ready(self, batch_size: int) -> bool:
         # A model loaded without its dataset (load_replay_buffer) first collects enough fresh steps for one batch.
@@ -466,7 +724,8 @@ class TWM(OffPolicyAlgorithm):
 
     def _update_learning_rates(self) -> None:
         # Every optimiser follows the schedule in proportion, so a constant learning_rate leaves them unchanged.
-        scale = self.lr_schedule(self._current_progress_remaining) / self.lr_schedule(1.0)
+        initial = self.lr_schedule(1.0)
+        scale = self.lr_schedule(self._current_progress_remaining) / initial if initial > 0 else 0.0
         self.logger.record("train/learning_rate", self.lr_schedule(self._current_progress_remaining))
         for optimizer, base_rates in self._base_learning_rates.items():
             for group, base_rate in zip(optimizer.param_groups, base_rates):
@@ -491,10 +750,14 @@ class TWM(OffPolicyAlgorithm):
 
     def _train_step(self, batch_size: int) -> None:
         self.world_model.train()
+        skipped_updates = self._skipped_updates
         for _ in range(self.world_model_train_steps):
             batch = self._to_torch(self.replay_buffer.sample_sequences(batch_size, self.sequence_length))
             output, terms = self.world_model.train_step(batch)
             self._record("world_model", terms)
+        if self._skipped_updates > skipped_updates:
+            # A world-model update was skipped as non-finite: its latents are no start for imagination either.
+            return
         trajectories = self._imagine(output)
         self._train_actor_critic(trajectories)
 
@@ -595,8 +858,9 @@ class TWM(OffPolicyAlgorithm):
         budget = self.pretrain_observation_share * self.pretrain_budget
         updates = 0
         while budget > 0:
+            permutation = np.random.permutation(len(observations))  # one epoch of single frames
             for start in range(0, len(observations), frames_per_batch):
-                indices = np.random.permutation(len(observations))[start : start + frames_per_batch]
+                indices = permutation[start : start + frames_per_batch]
                 features = self._to_float(observations[np.sort(indices)])
                 self._record("pretrain_world_model", self.world_model.pretrain_observation_step(features))
                 budget -= len(indices)
@@ -659,6 +923,7 @@ class TWM(OffPolicyAlgorithm):
         for key, values in self._metrics.items():
             self.logger.record(f"train/{key}" if not key.startswith("pretrain") else key, th.stack(values).mean().item())
         self._metrics = {}
+        self.logger.record("train/skipped_updates", self._skipped_updates)
         super().dump_logs()
 
     # --------------------------------------------------------------- save/load
@@ -669,6 +934,14 @@ class TWM(OffPolicyAlgorithm):
             "_metrics",
             "_base_learning_rates",
             "_warned_small_dataset",
+            # Rebuilt from learning_rate by _setup_model.
+            "lr_schedule",
+            # The env is reset on resume (its state cannot be saved), so the last observations are not needed.
+            "_last_obs",
+            "_last_original_obs",
+            "_last_episode_starts",
+            "_step_committed",
+            "_pending_episodes",
         ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
@@ -683,4 +956,376 @@ class TWM(OffPolicyAlgorithm):
         ]
         if self.critic_target is not self.critic:
             state_dicts.append("critic_target")
-        return state_dicts, []
+        return state_dicts, ["_torch_rng_state", "_cuda_rng_states"]
+
+    def save(
+        self,
+        path: str | pathlib.Path | io.BufferedIOBase,
+        exclude: list[str] | None = None,
+        include: list[str] | None = None,
+    ) -> None:
+        """
+        Save the model in SB3's zip layout, atomically (temporary file renamed over ``path``), with the state an
+        exact resume needs (counters, schedule phase, random generators; see the class docstring) and without any
+        pickled data: every attribute is stored as plain JSON. The dataset is saved by ``save_replay_buffer``.
+
+        :param path: File (``.zip`` is appended when it has no suffix) or binary file object.
+        :param exclude: Attributes not to save, besides the default ones.
+        :param include: Attributes to save even though excluded by default.
+        """
+        data = self.__dict__.copy()
+        excluded = set(exclude or []).union(self._excluded_save_params())
+        if include is not None:
+            excluded = excluded.difference(include)
+        state_dict_names, torch_variable_names = self._get_torch_save_params()
+        excluded.update(name.split(".")[0] for name in state_dict_names + torch_variable_names)
+        for name in excluded:
+            data.pop(name, None)
+        if self._step_committed:
+            # Saved by a callback right after the step was stored: count the episodes it ended, as the rollout will.
+            data["_episode_num"] = self._episode_num + self._pending_episodes
+        rng_state, rng_tensors = capture_rng_state(self.action_space)
+        data["_checkpoint"] = {"version": CHECKPOINT_FORMAT_VERSION, "rng": rng_state}
+        self._torch_rng_state, self._cuda_rng_states = rng_tensors["torch"], rng_tensors["cuda"]
+        encoded = {key: encode_value(value) for key, value in data.items()}
+        unsaved = sorted(key for key, value in encoded.items() if is_unsaved(value))
+        if unsaved:
+            warnings.warn(
+                f"TWM.save could not store {unsaved} as data (code or unknown objects; checkpoints never hold pickled "
+                "objects). Constructor arguments among them must be given to TWM.load again (e.g. "
+                f"custom_objects={{'{unsaved[0]}': ...}}); other attributes are not restored.",
+                stacklevel=2,
+            )
+        pytorch_variables = {name: recursive_getattr(self, name) for name in torch_variable_names}
+        params = self.get_parameters()
+        if isinstance(path, (str, pathlib.Path)):
+            with atomic_write(with_suffix(path, "zip")) as file:
+                save_to_zip_file(file, data=encoded, params=params, pytorch_variables=pytorch_variables)
+        else:
+            save_to_zip_file(path, data=encoded, params=params, pytorch_variables=pytorch_variables)
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls: type[SelfTWM],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfTWM:
+        """
+        Load a model saved by ``save``, restoring its random generators (see the class docstring), without
+        unpickling anything: the data is plain JSON and the tensors are loaded with ``weights_only=True``. A
+        truncated, corrupted or foreign file, or an env that does not match the model (observation shape, frame
+        stack, number of actions), raises a ``ValueError`` naming the file; the process' random generators are then
+        left as they were.
+
+        :param path: The zip file (``.zip`` is tried when the path has no suffix) or a seekable binary file object.
+        :param env: The env to train on (optional for prediction); the envs are reset before training.
+        :param device: Device.
+        :param custom_objects: Attributes to use instead of the saved ones (needed for what a checkpoint cannot
+            hold, e.g. a callable ``learning_rate``).
+        :param print_system_info: Print the saved and the current system info.
+        :param force_reset: Kept for SB3 compatibility: TWM does not save the last observations, so the envs are
+            always reset before training.
+        :param kwargs: Attributes to change (e.g. hyperparameters).
+        :return: The model.
+        """
+        if isinstance(path, (str, pathlib.Path)):
+            path = existing_path(path, "zip")
+        name = str(path) if isinstance(path, (str, pathlib.Path)) else getattr(path, "name", "<file object>")
+        process_rng = capture_rng_state()
+        try:
+            raw = read_zip_json(path)
+            objects = cls._decode_saved_data(name, raw, supplied={**kwargs, **(custom_objects or {})})
+            dropped = objects.pop(_DROPPED, [])
+            if env is not None and not isinstance(env, str):
+                env = cls._wrap_env(env, int(raw.get("verbose", 0)))
+                cls._check_env_matches(name, objects, env)
+            model = super().load(
+                path,
+                env=env,
+                device=device,
+                custom_objects={**objects, **(custom_objects or {})},
+                print_system_info=print_system_info,
+                force_reset=force_reset,
+                **kwargs,
+            )
+            for key in dropped:
+                # custom_objects can only replace a saved attribute: remove what was replaced by None.
+                model.__dict__.pop(key, None)
+            model._restore_checkpoint()
+        except CheckpointError:
+            restore_rng_state(*process_rng)
+            raise
+        except (RuntimeError, KeyError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
+            # E.g. state dicts that do not fit the networks the saved hyperparameters build, or a .pth that is not
+            # plain tensors (refused by weights_only=True).
+            restore_rng_state(*process_rng)
+            raise CheckpointError(f"{name} cannot be loaded as a TWM checkpoint ({type(error).__name__}: {error})") from error
+        except BaseException:
+            restore_rng_state(*process_rng)
+            raise
+        return model
+
+    @classmethod
+    def _decode_saved_data(cls, name: str, raw: dict[str, Any], supplied: dict[str, Any]) -> dict[str, Any]:
+        """
+        Decode every saved attribute (SB3 then takes them as ``custom_objects``, so it never unpickles one).
+
+        :param name: The file, for messages.
+        :param raw: The JSON ``data``.
+        :param supplied: Attributes the caller gives (``custom_objects`` and keyword arguments).
+        :return: Attribute name -> value.
+        """
+        objects: dict[str, Any] = {}
+        refused, dropped = [], []
+        # What the model is built from must be restored; any other public attribute (e.g. one a user added) may be
+        # left out, with a warning, when the file cannot give it.
+        required = set(inspect.signature(cls.__init__).parameters) | _REQUIRED_ATTRIBUTES
+        for key, value in raw.items():
+            if key in supplied:
+                objects[key] = None  # the caller's value replaces it (custom_objects, or kwargs applied after)
+                continue
+            problem = None
+            if isinstance(value, dict) and ":serialized:" in value:
+                problem = "pickled"  # SB3's cloudpickled form: a foreign or an older checkpoint
+            else:
+                try:
+                    objects[key] = decode_value(value)
+                except CheckpointError as error:
+                    problem = str(error)
+                else:
+                    problem = "unsaved" if _contains_unsaved(objects[key]) else None
+            if problem is None:
+                continue
+            described = _describe_unsaved(objects[key]) if problem == "unsaved" else None
+            objects[key] = None
+            if key in DROPPABLE_ATTRIBUTES:
+                continue  # run-time state, for which None is the fresh value
+            if key not in required and not key.startswith("_"):
+                dropped.append(key)
+            elif problem == "pickled":
+                refused.append(key)
+            elif problem == "unsaved":
+                raise CheckpointError(
+                    f"{name}: attribute {key!r} was {described}, which a checkpoint does not store (no code is "
+                    f"saved): pass it to TWM.load, e.g. custom_objects={{{key!r}: ...}}."
+                )
+            else:
+                raise CheckpointError(f"{name}: attribute {key!r}: {problem}")
+        if dropped:
+            warnings.warn(f"{name}: the attributes {dropped} cannot be restored from the file and are left out.", stacklevel=3)
+            objects[_DROPPED] = dropped
+        if refused:
+            raise CheckpointError(
+                f"{name} holds pickled attributes {refused} (written by SB3's cloudpickle, e.g. by another algorithm "
+                "or an older sb3-twm). TWM never unpickles checkpoint data: pass these in custom_objects if you "
+                "trust the file's origin and know their values."
+            )
+        checkpoint = objects.get("_checkpoint")
+        version = checkpoint.get("version") if isinstance(checkpoint, dict) else checkpoint
+        if checkpoint is not None and version != CHECKPOINT_FORMAT_VERSION:
+            raise CheckpointError(
+                f"{name}: checkpoint format version {version!r:.80} is not supported (this sb3-twm reads version "
+                f"{CHECKPOINT_FORMAT_VERSION})"
+            )
+        expected = {"observation_space": spaces.Box, "action_space": spaces.Discrete}
+        for key, kind in expected.items():
+            if key not in supplied and not isinstance(objects.get(key), kind):
+                raise CheckpointError(f"{name} is not a TWM checkpoint: its {key} is not a {kind.__name__} space")
+        policy_class = supplied.get("policy_class", objects.get("policy_class"))
+        if not (isinstance(policy_class, type) and issubclass(policy_class, TWMPolicy)):
+            raise CheckpointError(f"{name} is not a TWM checkpoint: its policy class is {policy_class!r}")
+        buffer_class = supplied.get("replay_buffer_class", objects.get("replay_buffer_class"))
+        if buffer_class is not None and not (isinstance(buffer_class, type) and issubclass(buffer_class, TWMReplayBuffer)):
+            raise CheckpointError(f"{name} is not a TWM checkpoint: its dataset class is {buffer_class!r}")
+        return objects
+
+    @staticmethod
+    def _check_env_matches(name: str, objects: dict[str, Any], env: VecEnv) -> None:
+        # Clearer than SB3's "spaces do not match": say which preprocessing differs.
+        model_actions, env_actions = objects.get("action_space"), env.action_space
+        if isinstance(model_actions, spaces.Discrete) and not (
+            isinstance(env_actions, spaces.Discrete) and env_actions.n == model_actions.n
+        ):
+            raise CheckpointError(
+                f"{name}: the model was trained with {model_actions.n} actions ({model_actions}), the env has "
+                f"{env_actions}: use an env with the same action set (same game, same full_action_space setting)."
+            )
+        model_obs, env_obs = objects.get("observation_space"), env.observation_space
+        if not isinstance(model_obs, spaces.Box):
+            return
+        if not isinstance(env_obs, spaces.Box) or env_obs.shape != model_obs.shape:
+            shape = getattr(env_obs, "shape", None)
+            if shape is not None and len(shape) == 3 == len(model_obs.shape) and shape[1:] == model_obs.shape[1:]:
+                raise CheckpointError(
+                    f"{name}: the model was trained on images with {model_obs.shape[0]} channels (e.g. "
+                    f"{model_obs.shape[0]} stacked frames), the env gives {shape[0]} (observations {shape}, channels "
+                    f"first): stack the same number of frames (VecFrameStack(env, n_stack={model_obs.shape[0]}), "
+                    f"make_twm_atari_env(..., frame_stack={model_obs.shape[0]}))."
+                )
+            raise CheckpointError(
+                f"{name}: the model was trained on observations of shape {model_obs.shape}, the env gives "
+                f"{shape if shape is not None else env_obs} (images channels first): preprocess the env as in training "
+                "(image size, grayscale, frame stack)."
+            )
+        if env_obs != model_obs:
+            raise CheckpointError(
+                f"{name}: the env's observation space {env_obs} differs from the model's {model_obs} in dtype or bounds."
+            )
+
+    def _restore_checkpoint(self) -> None:
+        """Put the random generators in the state save() captured (last: building the model drew from them)."""
+        checkpoint = self.__dict__.pop("_checkpoint", None)
+        if checkpoint is None:
+            return
+        tensors = {"torch": self._torch_rng_state, "cuda": self._cuda_rng_states}
+        check_rng_state(checkpoint.get("rng"), tensors)
+        restore_rng_state(checkpoint["rng"], tensors, self.action_space)
+
+    def save_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
+        """
+        Save the dataset as an ``.npz`` of plain arrays (no pickle), atomically: observations, actions, rewards,
+        terminated and truncated flags and visit counts of the stored steps, the latest next observations, and
+        a JSON ``metadata`` entry (format version, spaces, ``n_envs``, capacity, ring position, ``num_timesteps``).
+        The content is ``.npz`` whatever the name (``CheckpointCallback`` and rl-zoo3 name it ``.pkl``).
+
+        :param path: File (``.npz`` is appended when it has no suffix) or binary file object.
+        """
+        assert self.replay_buffer is not None, "The replay buffer is not defined"
+        buffer = self.replay_buffer
+        metadata = {
+            "format": DATASET_FORMAT,
+            "version": DATASET_FORMAT_VERSION,
+            "buffer_class": f"{type(buffer).__module__}.{type(buffer).__qualname__}",
+            "buffer_size": buffer.buffer_size,
+            "n_envs": buffer.n_envs,
+            "pos": buffer.pos,
+            "full": buffer.full,
+            "observation_space": encode_value(buffer.observation_space),
+            "action_space": encode_value(buffer.action_space),
+            "temperature": buffer.temperature,
+            "handle_timeout_termination": buffer.handle_timeout_termination,
+            "num_timesteps": self.num_timesteps,
+        }
+        arrays = {name: getattr(buffer, name)[: buffer.size()] for name in _DATASET_ARRAYS}
+        arrays["latest_next_observations"] = buffer.latest_next_observations
+        if isinstance(path, (str, pathlib.Path)):
+            with atomic_write(with_suffix(path, "npz")) as file:
+                write_npz(file, metadata, arrays)
+        else:
+            write_npz(path, metadata, arrays)
+
+    def load_replay_buffer(
+        self,
+        path: str | pathlib.Path | io.BufferedIOBase,
+        truncate_last_traj: bool = True,
+    ) -> None:
+        """
+        Load a dataset saved by ``save_replay_buffer``. It is read into a new buffer and checked (format, spaces,
+        ``n_envs``, capacity, array shapes and dtypes, CRCs, action range, finite rewards and visit counts) before
+        it replaces the model's: a truncated, corrupted, foreign or mismatching file raises a ``ValueError`` naming
+        the file and leaves the model's dataset as it was. Nothing is unpickled.
+
+        :param path: The file (``.npz`` is tried when the path has no suffix) or a binary file object.
+        :param truncate_last_traj: Kept for SB3 compatibility (HER only); the next ``learn()`` with a reset env marks
+            an episode boundary anyway.
+        """
+        if isinstance(path, (str, pathlib.Path)):
+            path = existing_path(path, "npz")
+        name = str(path) if isinstance(path, (str, pathlib.Path)) else getattr(path, "name", "<file object>")
+        buffer = self.replay_buffer_class(
+            self.buffer_size,
+            self.observation_space,
+            self.action_space,
+            device=self.device,
+            n_envs=self.n_envs,
+            optimize_memory_usage=self.optimize_memory_usage,
+            **self.replay_buffer_kwargs,
+        )
+        metadata = read_npz_into(path, functools.partial(self._dataset_destinations, buffer))
+        buffer.pos, buffer.full = int(metadata["pos"]), bool(metadata["full"])
+        self._check_dataset_content(name, buffer)
+        saved_at = metadata.get("num_timesteps")
+        if self.num_timesteps > 0 and saved_at != self.num_timesteps:
+            warnings.warn(
+                f"The dataset {name} was saved at step {saved_at}, the model is at step {self.num_timesteps}: "
+                "they are not from the same checkpoint, so training will not continue exactly.",
+                stacklevel=2,
+            )
+        self.replay_buffer = buffer
+
+    def _dataset_destinations(self, buffer: TWMReplayBuffer, metadata: dict[str, Any]) -> dict[str, np.ndarray]:
+        # Validate the metadata against the model, then give the arrays to read into.
+        if int(metadata["n_envs"]) != buffer.n_envs:
+            raise CheckpointError(
+                f"the dataset was collected with {metadata['n_envs']} envs, the model has {buffer.n_envs}: "
+                "load it into a model with as many envs"
+            )
+        if int(metadata["buffer_size"]) != buffer.buffer_size:
+            raise CheckpointError(
+                f"the dataset holds up to {metadata['buffer_size']} steps per env, the model's buffer_size gives "
+                f"{buffer.buffer_size}: load it into a model with buffer_size={int(metadata['buffer_size']) * buffer.n_envs}"
+            )
+        observation_space = decode_value(metadata["observation_space"])
+        if observation_space != buffer.observation_space:
+            raise CheckpointError(
+                f"the dataset's observations are {observation_space}, the model's {buffer.observation_space}"
+            )
+        action_space = decode_value(metadata["action_space"])
+        if action_space != buffer.action_space:
+            raise CheckpointError(f"the dataset's actions are {action_space}, the model's {buffer.action_space}")
+        pos, full = metadata["pos"], metadata["full"]
+        if not (isinstance(pos, int) and isinstance(full, bool) and 0 <= pos < buffer.buffer_size):
+            raise CheckpointError(f"the ring position pos={pos!r}, full={full!r} is invalid")
+        stored = buffer.buffer_size if full else pos
+        destinations = {name: getattr(buffer, name)[:stored] for name in _DATASET_ARRAYS}
+        destinations["latest_next_observations"] = buffer.latest_next_observations
+        return destinations
+
+    @staticmethod
+    def _check_dataset_content(name: str, buffer: TWMReplayBuffer) -> None:
+        stored = buffer.size()
+        checks = {
+            "actions outside the action space": np.any(
+                (buffer.actions[:stored] < 0) | (buffer.actions[:stored] >= buffer.action_space.n)
+            ),
+            "non-finite rewards": not np.all(np.isfinite(buffer.rewards[:stored])),
+            "negative or non-finite visit counts": not np.all(np.isfinite(buffer.visits[:stored]))
+            or np.any(buffer.visits[:stored] < 0),
+            "flags that are not 0 or 1": any(
+                np.any(getattr(buffer, flag)[:stored].view(np.uint8) > 1) for flag in ("terminated", "truncated")
+            ),
+            "non-finite observations": buffer.observations.dtype.kind == "f"
+            and not all(np.isfinite(array).all() for array in (buffer.observations[:stored], buffer.latest_next_observations)),
+        }
+        problems = [problem for problem, found in checks.items() if found]
+        if problems:
+            raise CheckpointError(f"{name}: the dataset holds {', '.join(problems)} (corrupted or not TWM's)")
+
+
+_DATASET_ARRAYS = ("observations", "actions", "rewards", "terminated", "truncated", "visits")
+# Saved attributes a model cannot be rebuilt without, besides its constructor's parameters.
+_REQUIRED_ATTRIBUTES = {"policy_class", "observation_space", "action_space", "replay_buffer_class", "train_freq", "n_envs"}
+# Key under which _decode_saved_data returns the attributes to leave out.
+_DROPPED = "_twm_dropped_attributes"
+
+
+def _contains_unsaved(value: Any) -> bool:
+    if isinstance(value, Unsaved):
+        return True
+    if isinstance(value, dict):
+        return any(_contains_unsaved(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_contains_unsaved(item) for item in value)
+    return False
+
+
+def _describe_unsaved(value: Any) -> str:
+    if isinstance(value, Unsaved):
+        return f"a {value.type_name} ({value.text})"
+    items = value.values() if isinstance(value, dict) else value
+    return next(_describe_unsaved(item) for item in items if _contains_unsaved(item))
