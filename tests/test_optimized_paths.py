@@ -57,3 +57,24 @@ def test_observation_losses_and_gradients_match_on_a_fixed_batch():
     assert th.allclose(fast["observation_loss"], plain_loss, rtol=1e-6)
     for fast_grad, parameter in zip(fast_grads, model.parameters()):
         assert th.allclose(fast_grad, parameter.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_adam_matches_the_plain_update():
+    from sb3_twm.common.optim import make_adam
+
+    th.manual_seed(0)
+    fused_model = th.nn.Sequential(th.nn.Linear(8, 16), th.nn.SiLU(), th.nn.Linear(16, 1))
+    plain_model = th.nn.Sequential(th.nn.Linear(8, 16), th.nn.SiLU(), th.nn.Linear(16, 1))
+    plain_model.load_state_dict(fused_model.state_dict())
+    settings = {"lr": 1e-2, "eps": 1e-5, "weight_decay": 1e-6}
+    fused = make_adam(fused_model.parameters(), settings)
+    plain = th.optim.Adam(plain_model.parameters(), foreach=False, **settings)
+    assert fused.defaults["fused"]
+    for _ in range(5):
+        x = th.randn(32, 8)
+        for model, optimizer in ((fused_model, fused), (plain_model, plain)):
+            optimizer.zero_grad()
+            model(x).pow(2).mean().backward()
+            optimizer.step()
+    for a, b in zip(fused_model.parameters(), plain_model.parameters()):
+        assert th.allclose(a, b, rtol=1e-5, atol=1e-7)
