@@ -142,6 +142,44 @@ def test_default_config_only_without_conf_file(tmp_path):
     assert Path(manager.config).parent.parent in (Path(exp_manager.__file__).parent, Path(exp_manager.__file__).parent.parent)
 
 
+def test_checkpoint_callbacks_save_the_dataset_for_twm_only(tmp_path):
+    from rl_zoo3 import exp_manager
+    from stable_baselines3.common.callbacks import CheckpointCallback
+
+    zoo.register_all()
+    for algo, expected in (("twm", True), ("dqn", False)):
+        manager = exp_manager.ExperimentManager(
+            argparse.Namespace(), algo, PONG, str(tmp_path), eval_freq=-1, save_freq=10, save_replay_buffer=False
+        )
+        manager.create_callbacks()
+        (callback,) = [callback for callback in manager.callbacks if isinstance(callback, CheckpointCallback)]
+        assert callback.save_replay_buffer is expected
+
+
+def test_learn_continues_the_run_only_when_resuming_twm(tmp_path):
+    from rl_zoo3 import exp_manager
+
+    zoo.register_all()
+
+    class FakeModel:
+        def __init__(self):
+            self.calls, self.env = [], argparse.Namespace(close=lambda: None)
+
+        def learn(self, total_timesteps, reset_num_timesteps=True, **kwargs):
+            self.calls.append((total_timesteps, reset_num_timesteps))
+
+    agent = tmp_path / "agent.zip"
+    agent.write_bytes(b"")
+    for algo, trained_agent, expected in (("twm", agent, False), ("twm", "", True), ("dqn", agent, True)):
+        manager = exp_manager.ExperimentManager(
+            argparse.Namespace(), algo, PONG, str(tmp_path), n_timesteps=7, eval_freq=-1, trained_agent=str(trained_agent)
+        )
+        model = FakeModel()
+        manager.learn(model)
+        assert model.calls == [(7, expected)]
+        assert "learn" not in vars(model)  # the partial is gone: save() must not store it
+
+
 # ------------------------------------------------------------------------------------------------------ twm.yml
 
 
@@ -315,3 +353,32 @@ def test_explicit_entry_point_without_hook_cartpole(tmp_path):
     args = ["sb3_twm.zoo", "enjoy", "--algo", "twm", "--env", "CartPole-v1", "-f", "logs/", "--no-render", "-n", "300"]
     out = check(run(args, tmp_path, no_hook=True))
     assert "Episode Reward:" in out and "Mean reward:" in out
+
+
+@pytest.mark.slow
+def test_checkpoint_resume_continues_the_run(tmp_path):
+    """``--save-freq`` checkpoints are model + dataset pairs, and ``-i <checkpoint> -n 100`` continues that run."""
+    args = ["rl_zoo3.train", "--algo", "twm", "--env", PONG, "--seed", "0", "--eval-freq", "-1"]
+    check(run([*args, "-n", "300", "--save-freq", "150", "--save-replay-buffer", *tiny_params()], tmp_path))
+    first = tmp_path / "logs" / "twm" / f"{PONG}_1"
+    for steps in (150, 300):
+        assert (first / f"rl_model_{steps}_steps.zip").is_file()
+        assert (first / f"rl_model_replay_buffer_{steps}_steps.pkl").is_file()
+    assert (first / "replay_buffer.pkl").is_file()
+    checkpoint = TWM.load(first / "rl_model_300_steps.zip")
+    assert checkpoint.num_timesteps == 300 and checkpoint._n_updates > 0
+
+    # As a user resumes: the model's saved hyperparameters, no -params.
+    checkpoint_arg = f"logs/twm/{PONG}_1/rl_model_300_steps.zip"
+    result = run([*args, "-i", checkpoint_arg, "-n", "100", "--save-replay-buffer"], tmp_path)
+    out = check(result)
+    assert f"Loading replay buffer logs/twm/{PONG}_1/rl_model_replay_buffer_300_steps.pkl" in out
+    for warning in ("restarts its step counter", "random actions again", "not from the same checkpoint", "No dataset found"):
+        assert warning not in result.stderr, result.stderr[-4000:]
+    second = tmp_path / "logs" / "twm" / f"{PONG}_2"
+    resumed = TWM.load(second / f"{PONG}.zip")
+    assert resumed.num_timesteps == 300 + 100
+    assert resumed._n_updates > checkpoint._n_updates
+    assert resumed.world_model_kwargs["embed_dim"] == 32 and resumed.learning_starts == 200  # the checkpoint's
+    resumed.load_replay_buffer(second / "replay_buffer.pkl")
+    assert resumed.replay_buffer.size() == 300 + 100  # the checkpoint's dataset, then the new steps

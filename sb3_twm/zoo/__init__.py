@@ -6,16 +6,29 @@ module ``_sb3_twm_zoo``) that calls the ``register_*``/``patch_*`` functions bel
 module they patch; ``SB3_TWM_NO_ZOO_HOOK=1`` turns it off. ``python -m sb3_twm.zoo train|enjoy|record_video ...``
 (same arguments as the zoo's scripts) registers explicitly and needs no hook.
 
+Exact resume through the zoo (see :func:`patch_experiment_manager`): every ``--save-freq`` checkpoint of ``--algo twm``
+is a model + dataset pair (``rl_model_<N>_steps.zip`` and ``rl_model_replay_buffer_<N>_steps.pkl``, an ``.npz``
+whatever the name), and ``-i`` loads the model with the dataset that belongs to it and continues its step counter::
+
+    python -m rl_zoo3.train --algo twm --env PongNoFrameskip-v4 --seed 0 --save-freq 10000
+    python -m rl_zoo3.train --algo twm --env PongNoFrameskip-v4 --seed 0 \
+        -i logs/twm/PongNoFrameskip-v4_1/rl_model_50000_steps.zip -n 50000
+
+``-n`` is then the number of *further* steps (the resumed run ends at step 100000). ``-i`` on a final model
+(``<run>/<env id>.zip``) loads ``<run>/replay_buffer.pkl``, which ``--save-replay-buffer`` writes at the end.
+
 Nothing here imports rl-zoo3 at module level: the hook runs while ``rl_zoo3/__init__`` is still being imported.
 """
 
 import functools
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from pprint import pprint
 from types import ModuleType
 from typing import Any
 
+from sb3_twm.common.checkpoints import dataset_path_for_checkpoint
 from sb3_twm.twm.twm import TWM
 from sb3_twm.zoo.hyperparams_opt import BASE_HYPERPARAMS, convert_twm_params, sample_twm_params
 
@@ -75,12 +88,21 @@ def patch_experiment_manager(exp_manager_module: ModuleType) -> None:
 
     - without ``--conf-file``, read sb3-twm's ``twm.yml`` (rl-zoo3 itself has none; if it ever ships one, it wins);
     - ``-optimize``: give the sampler the configuration being tuned, so that the search is anchored at it;
-    - ``--trial-id``: merge the trial's nested kwargs into the configured ones (yml, trial, then ``-params``).
+    - ``--trial-id``: merge the trial's nested kwargs into the configured ones (yml, trial, then ``-params``);
+    - ``--save-freq``: the checkpoints hold the dataset too (``CheckpointCallback(save_replay_buffer=True)``), as a
+      TWM checkpoint without its dataset cannot resume;
+    - ``-i <model.zip>``: load the model (its policy and ``policy_kwargs`` are the saved ones) and the dataset that
+      belongs to it (:func:`~sb3_twm.common.checkpoints.dataset_path_for_checkpoint`:
+      ``<prefix>_replay_buffer_<N>_steps.pkl`` for a checkpoint ``<prefix>_<N>_steps.zip``, else ``replay_buffer.pkl``
+      next to the model; a trained model without one warns), then continue the run:
+      ``learn(n_timesteps, reset_num_timesteps=False)``, so ``-n`` counts further steps.
     """
     cls = exp_manager_module.ExperimentManager
     if getattr(cls, "_sb3_twm_patched", False):
         return
     original_init, original_objective, original_read = cls.__init__, cls.objective, cls.read_hyperparameters
+    original_callbacks, original_load, original_learn = cls.create_callbacks, cls._load_pretrained_agent, cls.learn
+    checkpoint_callback_class = exp_manager_module.CheckpointCallback
     zoo_defaults = _zoo_default_configs(exp_manager_module)
 
     @functools.wraps(original_init)
@@ -119,9 +141,62 @@ def patch_experiment_manager(exp_manager_module: ModuleType) -> None:
         hyperparams.update(self.custom_hyperparams or {})
         return hyperparams, OrderedDict((key, hyperparams[key]) for key in sorted(hyperparams))
 
+    @functools.wraps(original_callbacks)
+    def create_callbacks(self: Any) -> None:
+        original_callbacks(self)
+        if self.algo != ALGO_NAME:
+            return
+        for callback in self.callbacks:
+            if isinstance(callback, checkpoint_callback_class):
+                callback.save_replay_buffer = True  # a TWM checkpoint without its dataset cannot resume
+
+    @functools.wraps(original_load)
+    def _load_pretrained_agent(self: Any, hyperparams: dict[str, Any], env: Any) -> Any:
+        if self.algo != ALGO_NAME:
+            return original_load(self, hyperparams, env)
+        print("Loading pretrained agent")
+        # The policy and its kwargs are saved in the model and cannot change (the zoo drops them too).
+        hyperparams.pop("policy", None)
+        hyperparams.pop("policy_kwargs", None)
+        model = exp_manager_module.ALGOS[self.algo].load(
+            self.trained_agent,
+            env=env,
+            seed=self.seed,
+            tensorboard_log=self.tensorboard_log,
+            verbose=self.verbose,
+            device=self.device,
+            **hyperparams,
+        )
+        dataset_path = dataset_path_for_checkpoint(self.trained_agent)
+        if dataset_path is not None:
+            print(f"Loading replay buffer {dataset_path}")
+            model.load_replay_buffer(dataset_path, truncate_last_traj=self.truncate_last_trajectory)
+        elif model.num_timesteps > 0:
+            warnings.warn(
+                f"No dataset found for {self.trained_agent} (a checkpoint <prefix>_<N>_steps.zip needs "
+                "<prefix>_replay_buffer_<N>_steps.pkl, any other model replay_buffer.pkl next to it): TWM continues "
+                "with an empty dataset, so training does not continue exactly.",
+                stacklevel=2,
+            )
+        return model
+
+    @functools.wraps(original_learn)
+    def learn(self: Any, model: Any) -> None:
+        if self.algo != ALGO_NAME or not self.continue_training:
+            return original_learn(self, model)
+        # Continue the loaded run (its step counter, schedule phase and dataset) instead of restarting it.
+        model.learn = functools.partial(model.learn, reset_num_timesteps=False)
+        try:
+            return original_learn(self, model)
+        finally:
+            del model.learn  # the instance attribute would otherwise be saved with the model
+
     cls.__init__ = __init__
     cls.objective = objective
     cls.read_hyperparameters = read_hyperparameters
+    cls.create_callbacks = create_callbacks
+    cls._load_pretrained_agent = _load_pretrained_agent
+    cls.learn = learn
     cls._sb3_twm_patched = True
 
 
