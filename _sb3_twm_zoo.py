@@ -10,7 +10,7 @@ the three rl-zoo3 modules below is imported, the finder lets it load normally an
 - ``rl_zoo3.utils``: ``ALGOS["twm"]``
 - ``rl_zoo3.hyperparams_opt``: ``HYPERPARAMS_SAMPLER["twm"]`` and ``HYPERPARAMS_CONVERTER["twm"]``
 - ``rl_zoo3.exp_manager``: the default hyperparameters file of ``--algo twm`` (sb3-twm's ``twm.yml``, unless
-  ``--conf-file`` is given)
+  ``--conf-file`` is given), datasets saved with ``--save-freq`` checkpoints, and ``-i`` continuing the run exactly
 
 A failure inside sb3_twm only warns (rl-zoo3 keeps working without twm). ``SB3_TWM_NO_ZOO_HOOK=1`` turns the hook
 off; ``python -m sb3_twm.zoo train|enjoy|record_video ...`` is the explicit entry point that needs no hook.
