@@ -295,3 +295,13 @@ def test_dict_observations_are_refused(tiny_kwargs):
         TWM("CnnPolicy", dict_env, **tiny_kwargs)
     with pytest.raises(ValueError, match="FlattenObservation"):
         TWM("MlpPolicy", DummyVecEnv([lambda: dict_env]), **tiny_kwargs)
+
+
+def test_mixed_precision_is_off_on_cpu_by_default_and_trains_when_asked(pong_env, tiny_kwargs):
+    assert not TWM("CnnPolicy", pong_env, **tiny_kwargs)._autocast_enabled
+    model = TWM("CnnPolicy", pong_env, seed=0, mixed_precision=True, **tiny_kwargs)
+    assert model._autocast_enabled
+    model.learn(300)
+    assert model._n_updates == 25
+    assert all(th.isfinite(p).all() and p.dtype == th.float32 for p in model.world_model.parameters())
+    assert all(th.isfinite(p).all() for p in model.critic.parameters())

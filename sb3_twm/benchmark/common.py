@@ -53,6 +53,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, repeats: int = 5) -> N
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--num-actions", type=int, default=6, help="action count (6 = Pong)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mixed-precision", choices=["auto", "on", "off"], default="auto",
+                        help="bf16 autocast: auto = on for CUDA with bf16, off on CPU (TWM's default)")  # fmt: skip
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
 
 
@@ -80,6 +82,7 @@ def default_model(args: argparse.Namespace, prefill: int = 2000, **overrides: An
         "train_ratio": TWM("CnnPolicy", RandomFramesEnv(), _init_setup_model=False).steps_per_env_step,
         "seed": args.seed,
         "device": args.device,
+        "mixed_precision": {"auto": None, "on": True, "off": False}[getattr(args, "mixed_precision", "auto")],
     }
     if getattr(args, "batch_size", None):
         kwargs["batch_size"] = args.batch_size

@@ -21,11 +21,13 @@ def run(args: argparse.Namespace) -> int:
     parts: dict[str, list[float]] = {"imagination": [], "update": []}
 
     def imagine() -> None:
-        trajectories = model._imagine(output)
-        model._train_actor_critic(trajectories)
+        with model._autocast():
+            trajectories = model._imagine(output)
+            model._train_actor_critic(trajectories)
 
     def imagine_only() -> None:
-        model._imagine(output)
+        with model._autocast():
+            model._imagine(output)
 
     total = time_repeats(imagine, args.repeats, args.warmup, model.device)
     parts["imagination"] = time_repeats(imagine_only, args.repeats, 0, model.device)

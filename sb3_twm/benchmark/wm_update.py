@@ -19,7 +19,8 @@ def run(args: argparse.Namespace) -> int:
 
     def update() -> None:
         batch = model._to_torch(model.replay_buffer.sample_sequences(model.batch_size, model.sequence_length))
-        model.world_model.train_step(batch)
+        with model._autocast():
+            model.world_model.train_step(batch)
 
     seconds = time_repeats(update, args.repeats, args.warmup, model.device)
     reference = REFERENCE_CPU_SECONDS["wm-update"] if model.device.type == "cpu" and model.batch_size == 100 else None

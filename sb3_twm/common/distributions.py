@@ -35,7 +35,7 @@ def categorical_entropy(logits: th.Tensor) -> th.Tensor:
     :param logits: ``(..., num_classes)``.
     :return: ``(...)``.
     """
-    log_probs = logits.log_softmax(-1)
+    log_probs = logits.float().log_softmax(-1)  # float32 also under bf16 autocast
     return -(log_probs.exp() * log_probs).sum(-1)
 
 
@@ -58,4 +58,4 @@ def latent_cross_entropy(target_probs: th.Tensor, logits: th.Tensor) -> th.Tenso
     :param logits: Logits of ``q`` of shape ``(..., K, C)``.
     :return: ``(...)``.
     """
-    return -(target_probs * logits.log_softmax(-1)).sum((-2, -1))
+    return -(target_probs.float() * logits.float().log_softmax(-1)).sum((-2, -1))

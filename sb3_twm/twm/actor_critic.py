@@ -46,7 +46,7 @@ def critic_loss(values: th.Tensor, returns: th.Tensor, weights: th.Tensor) -> th
     :param weights: ``(N, H)`` imagination weights.
     :return: Scalar loss.
     """
-    return (weights * (0.5 * (values - returns).pow(2) + HALF_LOG_TWO_PI)).mean()
+    return (weights * (0.5 * (values.float() - returns).pow(2) + HALF_LOG_TWO_PI)).mean()
 
 
 def actor_loss(
@@ -68,7 +68,7 @@ def actor_loss(
     :param entropy_threshold: Normalised entropy below which it is active.
     :return: Scalar loss and its terms.
     """
-    distribution = Categorical(logits=logits)
+    distribution = Categorical(logits=logits.float())
     log_probs = distribution.log_prob(actions)
     entropy = distribution.entropy() / math.log(max(logits.shape[-1], 2))
     reinforce = -(weights * log_probs * advantages).mean()

@@ -60,8 +60,9 @@ def imagine(
         actions = policy(z)
         prediction, memory = dynamics_model.step(memory, rewards, dones, z, actions)
         next_z = sample_one_hot(prediction.z_logits[:, 0], temperature=1.0, straight_through=False).flatten(-2)
-        rewards = prediction.reward[:, 0]
-        discounts = prediction.discount_logits[:, 0].sigmoid().clamp(0.0, 1.0)
+        # float32 from here on, also under bf16 autocast: returns are computed from these.
+        rewards = prediction.reward[:, 0].float()
+        discounts = prediction.discount_logits[:, 0].float().sigmoid().clamp(0.0, 1.0)
         cumulative = cumulative * discounts
         dones = cumulative < discount_threshold
         if dones.any():
@@ -77,7 +78,7 @@ def imagine(
         z = next_z
     dynamics_model.train(was_training)
     return ImaginedTrajectories(
-        th.stack(all_z, 1),
+        th.stack([z.float() for z in all_z], 1),
         th.stack(all_actions, 1),
         th.stack(all_rewards, 1),
         th.stack(all_discounts, 1),

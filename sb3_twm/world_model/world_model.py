@@ -104,9 +104,9 @@ class WorldModel(nn.Module):
         prediction = self.dynamics_model(z, actions, rewards[:, :-1], dones[:, :-1])
         # The context step's prediction only serves the consistency loss; the losses use steps 1..T.
         z_loss = dynamics_cross_entropy(target_logits, prediction.z_logits[:, 1:], weights=(~dones[:, 1:]).float())
-        reward_loss = gaussian_nll(prediction.reward[:, 1:], rewards[:, 1:])
+        reward_loss = gaussian_nll(prediction.reward[:, 1:].float(), rewards[:, 1:])
         discount_target = self.discount_factor * (~terminated[:, 1:]).float()
-        discount_loss = F.binary_cross_entropy_with_logits(prediction.discount_logits[:, 1:], discount_target)
+        discount_loss = F.binary_cross_entropy_with_logits(prediction.discount_logits[:, 1:].float(), discount_target)
         loss = self.z_coef * z_loss + self.reward_coef * reward_loss + self.discount_coef * discount_loss
         terms = {
             "dynamics_loss": loss,
