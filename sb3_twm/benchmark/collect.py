@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     setup_torch(args)
     env = make_twm_atari_env(args.env, n_envs=1, seed=args.seed)
-    model = TWM("CnnPolicy", env, seed=args.seed, device=args.device, buffer_size=5000)
+    model = TWM("CnnPolicy", env, seed=args.seed, device=args.device, buffer_size=5000, learning_starts=1000)
     random_rates, policy_rates = [], []
     obs = env.reset()
     for repeat in range(args.warmup + args.repeats):
