@@ -14,7 +14,7 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from sb3_twm import TWM, MlpPolicy
 from sb3_twm.benchmark.learn_cartpole import CARTPOLE_HYPERPARAMS, make_model, merge_hyperparams, zoo_yaml
@@ -120,6 +120,28 @@ def test_learns_a_few_hundred_steps_on_vector_observations(shape, dtype, tiny_kw
     assert action.shape == () and env.action_space.contains(int(action))
     actions, _ = model.predict(np.stack([observation] * 3))
     assert actions.shape == (3,)
+
+
+def test_vec_normalize_observations_are_normalized_for_the_world_model(tiny_kwargs):
+    # Observations far from unit scale: the dataset keeps them as the env gave them (like SB3's replay buffers), and
+    # every network input (world-model batches, imagination starts) uses the VecNormalize statistics the actor acts on.
+    def make_env() -> gym.Env:
+        env = VectorEnv((4,))
+        space = spaces.Box(-1000, 1000, (4,), np.float32)
+        return gym.wrappers.TransformObservation(env, lambda observation: 100 * observation + 50, space)
+
+    venv = VecNormalize(DummyVecEnv([make_env]), norm_obs=True, norm_reward=False)
+    model = TWM("MlpPolicy", venv, **tiny_mlp_kwargs(tiny_kwargs), seed=0)
+    model.learn(300)
+    assert model._n_updates > 0
+    batch = model.replay_buffer.sample_sequences(4, 8)
+    assert batch.observations.min() < -20 and batch.observations.max() > 120  # stored unnormalised
+    features = model._to_torch(batch).observations
+    expected = th.as_tensor(venv.normalize_obs(batch.observations), dtype=th.float32)
+    th.testing.assert_close(features, expected)
+    assert features.abs().max() < 3.0
+    starts = model.replay_buffer.sample_observations(5)
+    th.testing.assert_close(model._to_float(starts), th.as_tensor(venv.normalize_obs(starts), dtype=th.float32))
 
 
 @pytest.mark.parametrize("train_ratio", [0.25, 1.0, 2.0])

@@ -747,10 +747,12 @@ class TWM(OffPolicyAlgorithm):
                 group["lr"] = base_rate * scale
 
     def _to_torch(self, batch: SequenceBatch) -> WorldModelBatch:
-        observations = th.as_tensor(batch.observations, device=self.device)
-        rewards = th.as_tensor(batch.rewards, device=self.device, dtype=th.float32)
+        rewards = batch.rewards
+        if self._vec_normalize_env is not None:
+            rewards = self._vec_normalize_env.normalize_reward(rewards)  # identity unless norm_reward=True
+        rewards = th.as_tensor(rewards, device=self.device, dtype=th.float32)
         return WorldModelBatch(
-            preprocess_obs(observations, self.observation_space, self.policy.normalize_images).float(),
+            self._to_float(batch.observations),
             th.as_tensor(batch.actions, device=self.device, dtype=th.long),
             REWARD_TRANSFORMS[self.reward_transform](rewards),
             th.as_tensor(batch.terminated, device=self.device),
@@ -759,9 +761,7 @@ class TWM(OffPolicyAlgorithm):
 
     def _observations_to_latents(self, observations: np.ndarray, temperature: float = 1.0) -> th.Tensor:
         # observations: (N, *obs_shape) raw -> (N, K*C) sampled latents
-        tensor = th.as_tensor(observations, device=self.device)
-        features = preprocess_obs(tensor, self.observation_space, self.policy.normalize_images).float()
-        return self.policy.encoder.latent(features, temperature)
+        return self.policy.encoder.latent(self._to_float(observations), temperature)
 
     def _train_step(self, batch_size: int) -> None:
         self.world_model.train()
@@ -919,6 +919,12 @@ class TWM(OffPolicyAlgorithm):
         self._log_pretraining("actor-critic", updates)
 
     def _to_float(self, observations: np.ndarray) -> th.Tensor:
+        # observations: (..., *obs_shape) as stored -> network features
+        # The dataset keeps the env's original observations (as SB3's replay buffers do) while the policy acts on
+        # what a VecNormalize wrapper hands it: normalise with the current statistics so that the world model and the
+        # actor see the same inputs.
+        if self._vec_normalize_env is not None:
+            observations = self._vec_normalize_env.normalize_obs(observations).astype(np.float32, copy=False)
         tensor = th.as_tensor(observations, device=self.device)
         return preprocess_obs(tensor, self.observation_space, self.policy.normalize_images).float()
 
