@@ -348,8 +348,11 @@ def test_explicit_entry_point_without_hook_cartpole(tmp_path):
     args = ["sb3_twm.zoo", "train", "--algo", "twm", "--env", "CartPole-v1", "-n", "300", "--eval-freq", "-1"]
     out = check(run([*args, *tiny_params()], tmp_path, no_hook=True))
     assert f"Loading hyperparameters from: {zoo.default_config_path()}" in out
-    model = TWM.load(tmp_path / "logs" / "twm" / "CartPole-v1_1" / "CartPole-v1.zip")
+    run_folder = tmp_path / "logs" / "twm" / "CartPole-v1_1"
+    model = TWM.load(run_folder / "CartPole-v1.zip")
     assert type(model.policy).__name__ == "MlpPolicy"
+    # The entry normalises observations: the zoo saves the statistics next to the model, and enjoy loads them.
+    assert (run_folder / "CartPole-v1" / "vecnormalize.pkl").is_file()
     args = ["sb3_twm.zoo", "enjoy", "--algo", "twm", "--env", "CartPole-v1", "-f", "logs/", "--no-render", "-n", "300"]
     out = check(run(args, tmp_path, no_hook=True))
     assert "Episode Reward:" in out and "Mean reward:" in out

@@ -4,17 +4,21 @@ evaluation return of at least 400 (10 episodes) within 20,000 env steps for at l
 20 minutes on 2 CPU cores.
 
 Run: ``python -m sb3_twm.benchmark learn-cartpole [--seeds 0 1 2] [--output-dir DIR]``. It evaluates every
-``--eval-freq`` env steps with SB3's ``evaluate_policy`` on a separate env (TWM's protocol: the actor samples,
-``deterministic=False``), prints a table, writes the curves as JSON and a PNG plot, and exits with status 1 when too few
-seeds reach the threshold.
+``--eval-freq`` env steps with SB3's ``evaluate_policy`` on a separate env, with greedy actions (``deterministic=True``,
+SB3's default and rl-zoo3's for non-Atari envs; ``--criterion`` picks which evaluation decides) and with sampled
+actions, prints a table, writes the curves as JSON and a PNG plot, and exits with status 1 when too few seeds reach the
+threshold.
 """
 
 import argparse
+import concurrent.futures
 import copy
 import json
+import multiprocessing
 import os
 import platform
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import gymnasium as gym
@@ -23,7 +27,7 @@ import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize, sync_envs_normalization
 
 import sb3_twm
 from sb3_twm import TWM
@@ -69,11 +73,12 @@ CARTPOLE_HYPERPARAMS: dict[str, Any] = {
         "z_head_dims": [128],
         "reward_head_dims": [128],
         "discount_head_dims": [128],
-        # Unit-variance Gaussian reconstruction is too weak a signal for CartPole's small observation values
-        # (the pole angle is within +-0.21): weighting it 20x (a standard deviation of about 0.22) sharpens the latent.
-        "decoder_coef": 20.0,
     },
     "critic_optimizer_kwargs": {"lr": 3e-4},
+    # Observations normalised by SB3's VecNormalize (as the zoo does with `normalize`): CartPole's features differ in
+    # scale by 10x (pole angle within +-0.21, cart position within +-2.4), and the unit-variance Gaussian decoder
+    # reconstructs them all only once they are standardised.
+    "normalize": {"norm_obs": True, "norm_reward": False},
 }
 
 
@@ -105,7 +110,29 @@ def make_model(env: gym.Env | str, seed: int | None, hyperparams: dict[str, Any]
     params = copy.deepcopy(CARTPOLE_HYPERPARAMS if hyperparams is None else hyperparams)
     policy = params.pop("policy", "MlpPolicy")
     params.pop("n_timesteps", None)
+    normalize = params.pop("normalize", None)
+    if normalize:
+        # As the zoo does with `normalize`: the training env is wrapped in VecNormalize, TWM normalises what it samples.
+        if isinstance(env, str):
+            env_id = env
+            env = DummyVecEnv([lambda: Monitor(gym.make(env_id))])
+        env = VecNormalize(env, **(normalize if isinstance(normalize, dict) else {}))
     return TWM(policy, env, seed=seed, **params, **kwargs)
+
+
+def make_eval_env(seed: int, hyperparams: dict[str, Any] | None = None) -> VecEnv:
+    """
+    :param seed: Seed of the evaluation env.
+    :param hyperparams: Default: ``CARTPOLE_HYPERPARAMS``; with ``normalize`` the env is wrapped in a frozen
+        ``VecNormalize`` whose statistics are copied from the training env before each evaluation.
+    :return: The evaluation env.
+    """
+    params = CARTPOLE_HYPERPARAMS if hyperparams is None else hyperparams
+    eval_env: VecEnv = DummyVecEnv([lambda: Monitor(gym.make(ENV_ID))])
+    if params.get("normalize"):
+        eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
+    eval_env.seed(seed)
+    return eval_env
 
 
 class EvalCurveCallback(BaseCallback):
@@ -113,26 +140,23 @@ class EvalCurveCallback(BaseCallback):
     Evaluates the policy every ``eval_freq`` env steps (and once before training) on a separate env and records the
     curve. Evaluation time is measured so that it can be kept out of the training time.
 
-    :param eval_env: Evaluation env (wrapped in ``Monitor``).
+    :param eval_env: Evaluation env (wrapped in ``Monitor``, and in a frozen ``VecNormalize`` when training uses one).
     :param eval_freq: Env steps between evaluations.
     :param n_eval_episodes: Episodes per evaluation.
-    :param also_deterministic: Also evaluate with ``deterministic=True`` (greedy actions).
     :param verbose: 1 prints each evaluation.
     """
 
     def __init__(
         self,
-        eval_env: DummyVecEnv,
+        eval_env: VecEnv,
         eval_freq: int,
         n_eval_episodes: int = 10,
-        also_deterministic: bool = False,
         verbose: int = 0,
     ) -> None:
         super().__init__(verbose)
         self.eval_env = eval_env
         self.eval_freq = eval_freq
         self.n_eval_episodes = n_eval_episodes
-        self.also_deterministic = also_deterministic
         self.records: list[dict[str, Any]] = []
         self.eval_seconds = 0.0
         self._start = 0.0
@@ -140,8 +164,9 @@ class EvalCurveCallback(BaseCallback):
     def _evaluate(self) -> None:
         start = time.perf_counter()
         record: dict[str, Any] = {"step": int(self.num_timesteps)}
-        modes = [("", False), ("deterministic_", True)] if self.also_deterministic else [("", False)]
-        for prefix, deterministic in modes:
+        # The evaluation env uses the training env's observation statistics (a no-op without VecNormalize).
+        sync_envs_normalization(self.training_env, self.eval_env)
+        for prefix, deterministic in (("", False), ("deterministic_", True)):
             returns, _ = evaluate_policy(
                 self.model, self.eval_env, self.n_eval_episodes, deterministic=deterministic, return_episode_rewards=True
             )
@@ -151,10 +176,10 @@ class EvalCurveCallback(BaseCallback):
         record["wall_s"] = time.perf_counter() - self._start - self.eval_seconds  # training time so far
         self.records.append(record)
         if self.verbose >= 1:
-            extra = f", deterministic {record['deterministic_mean_return']:.1f}" if self.also_deterministic else ""
             print(
-                f"  step {record['step']:>6}: mean return {record['mean_return']:6.1f} +- {record['std_return']:5.1f}"
-                f"{extra}  (train time {record['wall_s']:.0f} s)",
+                f"  seed {self.model.seed} step {record['step']:>6}: mean return, greedy "
+                f"{record['deterministic_mean_return']:6.1f} +- {record['deterministic_std_return']:5.1f}, sampled {record['mean_return']:6.1f} +- "
+                f"{record['std_return']:5.1f}  (train time {record['wall_s']:.0f} s)",
                 flush=True,
             )
 
@@ -174,20 +199,24 @@ def run_seed(
     eval_freq: int,
     hyperparams: dict[str, Any] | None = None,
     n_eval_episodes: int = 10,
-    also_deterministic: bool = False,
+    criterion: str = "deterministic",
     threshold: float = 400.0,
     verbose: int = 1,
 ) -> dict[str, Any]:
     """
-    Train one seed and evaluate it along the way.
+    Train one seed and evaluate it along the way, with greedy and with sampled actions.
 
-    :return: ``steps``, ``mean_return``, ``std_return`` (and ``deterministic_*``), ``train_wall_s`` at each
-        evaluation, the total training and evaluation times, and ``first_step_at_threshold`` (None if never).
+    :param criterion: Which evaluation decides ``first_step_at_threshold``: ``"deterministic"`` (greedy actions, the
+        default of SB3's ``evaluate_policy``/``EvalCallback`` and rl-zoo3's for non-Atari envs) or ``"sampled"``.
+    :return: ``steps``, ``mean_return``/``std_return`` (sampled actions), ``deterministic_mean_return``/
+        ``deterministic_std_return`` (greedy), ``train_wall_s`` at each evaluation, the total training and evaluation
+        times, and ``first_step_at_threshold`` (None if never).
     """
-    eval_env = DummyVecEnv([lambda: Monitor(gym.make(ENV_ID))])
-    eval_env.seed(seed + 10_000)
+    if criterion not in ("deterministic", "sampled"):
+        raise ValueError(f"criterion must be 'deterministic' or 'sampled', got {criterion!r}")
+    eval_env = make_eval_env(seed + 10_000, hyperparams)
     model = make_model(ENV_ID, seed, hyperparams, device="cpu")
-    callback = EvalCurveCallback(eval_env, eval_freq, n_eval_episodes, also_deterministic, verbose=verbose)
+    callback = EvalCurveCallback(eval_env, eval_freq, n_eval_episodes, verbose=verbose)
     start = time.perf_counter()
     model.learn(timesteps, callback=callback)
     total = time.perf_counter() - start
@@ -204,11 +233,16 @@ def run_seed(
     for key in records[0]:
         if key.endswith("_return"):
             result[key] = [r[key] for r in records]
-    reached = [r["step"] for r in records if r["mean_return"] >= threshold]
+    key = "deterministic_mean_return" if criterion == "deterministic" else "mean_return"
+    reached = [r["step"] for r in records if r[key] >= threshold]
     result.update(
+        criterion=criterion,
         first_step_at_threshold=reached[0] if reached else None,
-        best_mean_return=max(result["mean_return"]),
-        final_mean_return=result["mean_return"][-1],
+        best_mean_return=max(result[key]),
+        final_mean_return=result[key][-1],
+        # How well it holds: the mean of the last five evaluations, and the share of evaluations at the threshold.
+        last_five_mean_return=float(np.mean(result[key][-5:])),
+        share_at_threshold=len(reached) / len(records),
         training_seconds=round(total - callback.eval_seconds, 1),
         evaluation_seconds=round(callback.eval_seconds, 1),
         total_seconds=round(total, 1),
@@ -219,7 +253,8 @@ def run_seed(
 
 def plot_curves(results: list[dict[str, Any]], path: str, threshold: float, title: str) -> None:
     """
-    Write a PNG of mean evaluation return against env steps, one line per seed (std as a band).
+    Write a PNG of mean evaluation return against env steps: per seed, greedy actions as a solid line with the std as
+    a band, sampled actions dashed.
 
     :param results: What ``run_seed`` returned, per seed.
     :param path: PNG path.
@@ -234,12 +269,12 @@ def plot_curves(results: list[dict[str, Any]], path: str, threshold: float, titl
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for result in results:
         steps = np.asarray(result["steps"])
-        mean, std = np.asarray(result["mean_return"]), np.asarray(result["std_return"])
-        (line,) = axes.plot(steps, mean, marker="o", markersize=3, label=f"seed {result['seed']} (sampled actions)")
-        axes.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.15)
-        if "deterministic_mean_return" in result:
-            axes.plot(steps, result["deterministic_mean_return"], linestyle="--", color=line.get_color(), alpha=0.7,
-                      label=f"seed {result['seed']} (greedy actions)")  # fmt: skip
+        mean = np.asarray(result["deterministic_mean_return"])
+        std = np.asarray(result["deterministic_std_return"])
+        (line,) = axes.plot(steps, mean, marker="o", markersize=3, label=f"seed {result['seed']}, greedy actions")
+        axes.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.12)
+        axes.plot(steps, result["mean_return"], linestyle="--", color=line.get_color(), alpha=0.6,
+                  label=f"seed {result['seed']}, sampled actions")  # fmt: skip
     axes.axhline(threshold, color="grey", linestyle=":", label=f"threshold {threshold:g}")
     axes.set_xlabel("env steps")
     axes.set_ylabel("mean evaluation return (10 episodes)")
@@ -255,23 +290,30 @@ def plot_curves(results: list[dict[str, Any]], path: str, threshold: float, titl
 def format_table(results: list[dict[str, Any]]) -> str:
     """
     :param results: What ``run_seed`` returned, per seed (same evaluation steps).
-    :return: A text table: one row per evaluation step, one column per seed, then the timings.
+    :return: A text table: one row per evaluation step, one column per seed (mean return with greedy / sampled
+        actions), then the timings.
     """
     steps = sorted({step for result in results for step in result["steps"]})
-    header = f"{'step':>7} | " + " | ".join(f"seed {r['seed']:<4}" for r in results)
+    header = f"{'step':>7} | " + " | ".join(f"{'seed ' + str(r['seed']) + ' greedy/sampled':>22}" for r in results)
     lines = [header, "-" * len(header)]
     for step in steps:
         cells = []
         for result in results:
-            value = dict(zip(result["steps"], result["mean_return"])).get(step)
-            cells.append(f"{value:9.1f}" if value is not None else f"{'':9}")
+            greedy = dict(zip(result["steps"], result["deterministic_mean_return"])).get(step)
+            sampled = dict(zip(result["steps"], result["mean_return"])).get(step)
+            cells.append(f"{greedy:14.1f} / {sampled:5.1f}" if greedy is not None else f"{'':22}")
         lines.append(f"{step:>7} | " + " | ".join(cells))
     lines.append("-" * len(header))
-    for label, key in (("train s", "training_seconds"), ("eval s", "evaluation_seconds"), ("total s", "total_seconds")):
-        lines.append(f"{label:>7} | " + " | ".join(f"{result[key]:9.0f}" for result in results))
+    for label, key, digits in (
+        ("last 5", "last_five_mean_return", 1),
+        ("train s", "training_seconds", 0),
+        ("eval s", "evaluation_seconds", 0),
+        ("total s", "total_seconds", 0),
+    ):
+        lines.append(f"{label:>7} | " + " | ".join(f"{result[key]:22.{digits}f}" for result in results))
     lines.append(
         f"{'>=thr @':>7} | "
-        + " | ".join(f"{result['first_step_at_threshold'] or '-':>9}" for result in results)
+        + " | ".join(f"{result['first_step_at_threshold'] or '-':>22}" for result in results)
     )
     return "\n".join(lines)
 
@@ -308,7 +350,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timesteps", type=int, default=CARTPOLE_HYPERPARAMS["n_timesteps"], help="Env steps per seed.")
     parser.add_argument("--eval-freq", type=int, default=1000, help="Env steps between evaluations.")
     parser.add_argument("--eval-episodes", type=int, default=10, help="Episodes per evaluation.")
-    parser.add_argument("--deterministic", action="store_true", help="Also evaluate greedy actions (slower).")
+    parser.add_argument("--criterion", choices=["deterministic", "sampled"], default="deterministic",
+                        help="Which evaluation must reach the threshold: greedy actions (SB3's and the zoo's default "
+                             "for non-Atari envs) or actions sampled from the policy. Both are always recorded.")  # fmt: skip
     parser.add_argument("--threshold", type=float, default=400.0, help="Mean return a seed must reach.")
     parser.add_argument("--min-successes", type=int, default=2, help="Seeds that must reach the threshold.")
     parser.add_argument("--max-minutes", type=float, default=20.0,
@@ -316,6 +360,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--torch-threads", type=int, default=1,
                         help="torch.set_num_threads: 1 is as fast for these small networks and does not slow down "
                              "badly when the cores are shared (2 threads on 2 busy cores: ~40x slower matmuls).")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="Seeds trained at the same time, each in its own process with --torch-threads threads "
+                             "(2 on a 2-core machine: one core per seed).")  # fmt: skip
     parser.add_argument("--output-dir", default="benchmark-results/learn-cartpole", help="Folder of the JSON and PNG.")
     parser.add_argument("--json", default=None, help="Path of the JSON results (default: OUTPUT_DIR/results.json).")
     parser.add_argument("--hyperparams", default=None,
@@ -323,6 +370,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "'{\"train_ratio\": 1.0, \"world_model_kwargs\": {\"num_layers\": 1}}'.")  # fmt: skip
     parser.add_argument("--print-yaml", action="store_true", help="Print the hyperparameters as a zoo yml entry, exit.")
     parser.add_argument("--quiet", action="store_true", help="Print only the summary.")
+
+
+def _run_seed_in_worker(arguments: tuple) -> dict[str, Any]:
+    return run_seed(*arguments[:-1], verbose=arguments[-1])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -335,26 +386,30 @@ def run(args: argparse.Namespace) -> int:
     json_path = args.json or os.path.join(args.output_dir, "results.json")
     png_path = os.path.join(args.output_dir, "curves.png")
     print(f"TWM {hyperparams['policy']} on {ENV_ID}: seeds {args.seeds}, {args.timesteps} steps, evaluation every "
-          f"{args.eval_freq} steps ({args.eval_episodes} episodes, sampled actions), torch threads "
+          f"{args.eval_freq} steps ({args.eval_episodes} episodes; criterion: {args.criterion} actions), torch threads "
           f"{th.get_num_threads()}", flush=True)  # fmt: skip
 
-    results = []
-    for seed in args.seeds:
-        print(f"seed {seed}", flush=True)
-        result = run_seed(
-            seed,
-            args.timesteps,
-            args.eval_freq,
-            hyperparams,
-            args.eval_episodes,
-            args.deterministic,
-            args.threshold,
-            verbose=0 if args.quiet else 1,
+    seed_arguments = [
+        (seed, args.timesteps, args.eval_freq, hyperparams, args.eval_episodes, args.criterion, args.threshold)
+        for seed in args.seeds
+    ]
+    verbose = 0 if args.quiet else 1
+    if args.workers > 1:
+        # One process per seed, each with its own torch threads: seeds then run side by side on separate cores.
+        context = multiprocessing.get_context("spawn")
+        pool = concurrent.futures.ProcessPoolExecutor(
+            args.workers, mp_context=context, initializer=th.set_num_threads, initargs=(args.torch_threads,)
         )
+        outcomes: Iterator[dict[str, Any]] = pool.map(_run_seed_in_worker, [(*a, verbose) for a in seed_arguments])
+    else:
+        outcomes = (run_seed(*arguments, verbose=verbose) for arguments in seed_arguments)
+
+    results = []
+    for seed, result in zip(args.seeds, outcomes):
         result["within_time"] = result["training_seconds"] <= args.max_minutes * 60
         result["success"] = result["first_step_at_threshold"] is not None and result["within_time"]
         results.append(result)
-        print(f"  seed {seed}: best {result['best_mean_return']:.1f}, reached {args.threshold:g} at "
+        print(f"seed {seed}: best {result['best_mean_return']:.1f}, reached {args.threshold:g} at "
               f"{result['first_step_at_threshold']}, training {result['training_seconds']:.0f} s, "
               f"evaluation {result['evaluation_seconds']:.0f} s", flush=True)  # fmt: skip
         # Written after every seed, so a long run leaves partial results behind.
@@ -364,13 +419,15 @@ def run(args: argparse.Namespace) -> int:
             "env_id": ENV_ID,
             "sb3_twm_version": sb3_twm.__version__,
             "torch_version": th.__version__,
-            "torch_threads": th.get_num_threads(),
+            "torch_threads": args.torch_threads,
+            "workers": args.workers,
             "cpu_count": os.cpu_count(),
             "machine": platform.platform(),
             "timesteps": args.timesteps,
             "eval_freq": args.eval_freq,
             "eval_episodes": args.eval_episodes,
             "threshold": args.threshold,
+            "criterion": args.criterion,
             "min_successes": args.min_successes,
             "max_minutes": args.max_minutes,
             "hyperparams": hyperparams,
@@ -383,6 +440,8 @@ def run(args: argparse.Namespace) -> int:
         title = f"TWM MlpPolicy on {ENV_ID} ({len(results)} seed{'s' * (len(results) != 1)})"
         plot_curves(results, png_path, args.threshold, title)
 
+    if args.workers > 1:
+        pool.shutdown()
     print()
     print(format_table(results))
     print()
