@@ -1,10 +1,11 @@
 """The faster code paths compute what the plain formulation computes (so speed never changes the algorithm)."""
 
 import numpy as np
+import pytest
 import torch as th
 from gymnasium import spaces
 
-from sb3_twm.world_model import ObservationModel, make_decoder, make_encoder
+from sb3_twm.world_model import DynamicsModel, ObservationModel, WorldModel, WorldModelBatch, make_decoder, make_encoder
 
 SPACE = spaces.Box(0, 255, (4, 64, 64), np.uint8)
 
@@ -78,3 +79,40 @@ def test_fused_adam_matches_the_plain_update():
             optimizer.step()
     for a, b in zip(fused_model.parameters(), plain_model.parameters()):
         assert th.allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def _tiny_world_model(compile_training: bool) -> WorldModel:
+    th.manual_seed(0)
+    encoder = make_encoder(SPACE, 8, 8, cnn_channels=8, hidden_dims=[32])
+    decoder = make_decoder(SPACE, encoder.latent_dim, cnn_channels=8)
+    dynamics = DynamicsModel(
+        6, 8, 8, embed_dim=32, num_heads=2, head_dim=16, num_layers=2, feedforward_dim=64, memory_length=8,
+        z_head_dims=[32], reward_head_dims=[32], discount_head_dims=[32],
+    )  # fmt: skip
+    settings = {"lr": 1e-3, "eps": 1e-5, "weight_decay": 1e-6, "max_grad_norm": 100.0}
+    return WorldModel(ObservationModel(encoder, decoder), dynamics, settings, settings, compile_training=compile_training)
+
+
+@pytest.mark.slow
+def test_compiled_world_model_update_matches_the_eager_update(monkeypatch):
+    # torch.compile draws random numbers (latent samples, dropout) from its own generator unless told to use eager's.
+    import torch._inductor.config
+
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
+    th.manual_seed(2)
+    batch = WorldModelBatch(
+        th.rand(2, 6, 4, 64, 64), th.randint(0, 6, (2, 5)), th.randn(2, 5), th.zeros(2, 5, dtype=th.bool),
+        th.zeros(2, 5, dtype=th.bool),
+    )  # fmt: skip
+    results = []
+    for compile_training in (False, True):
+        world_model = _tiny_world_model(compile_training)
+        th.manual_seed(3)
+        _, terms = world_model.train_step(batch)
+        results.append((terms, dict(world_model.named_parameters())))
+    (eager_terms, eager_parameters), (compiled_terms, compiled_parameters) = results
+    assert eager_terms.keys() == compiled_terms.keys()
+    for key, value in eager_terms.items():
+        th.testing.assert_close(compiled_terms[key], value, rtol=1e-4, atol=1e-4, msg=key)
+    for name, parameter in eager_parameters.items():
+        th.testing.assert_close(compiled_parameters[name], parameter, rtol=1e-4, atol=1e-5, msg=name)

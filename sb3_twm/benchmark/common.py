@@ -55,6 +55,9 @@ def add_common_arguments(parser: argparse.ArgumentParser, repeats: int = 5) -> N
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mixed-precision", choices=["auto", "on", "off"], default="auto",
                         help="bf16 autocast: auto = on for CUDA with bf16, off on CPU (TWM's default)")  # fmt: skip
+    parser.add_argument("--compile", action="store_true",
+                        help="TWM(compile_world_model=True): torch.compile the world-model update (the warm-up "
+                             "repeat then includes the compilation)")  # fmt: skip
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
 
 
@@ -83,6 +86,7 @@ def default_model(args: argparse.Namespace, prefill: int = 2000, **overrides: An
         "seed": args.seed,
         "device": args.device,
         "mixed_precision": {"auto": None, "on": True, "off": False}[getattr(args, "mixed_precision", "auto")],
+        "compile_world_model": bool(getattr(args, "compile", False)),
     }
     if getattr(args, "batch_size", None):
         kwargs["batch_size"] = args.batch_size

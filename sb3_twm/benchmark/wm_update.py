@@ -25,5 +25,7 @@ def run(args: argparse.Namespace) -> int:
     seconds = time_repeats(update, args.repeats, args.warmup, model.device)
     reference = REFERENCE_CPU_SECONDS["wm-update"] if model.device.type == "cpu" and model.batch_size == 100 else None
     figure = f"world-model update, {model.batch_size} x {model.sequence_length}"
+    if model.compile_world_model:
+        figure += ", compiled"
     report("wm-update", [{"figure": figure, "seconds": seconds, "reference": reference}], args, model.device)
     return 0

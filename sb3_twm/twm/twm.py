@@ -202,6 +202,11 @@ class TWM(OffPolicyAlgorithm):
     :param mixed_precision: Run training under bf16 autocast (losses, returns and optimiser states stay in float32).
         None (default) turns it on for CUDA devices that support bf16 and off on CPU, so CPU runs compute exactly in
         float32; True on a CPU with bf16 matrix units (AMX) is about twice as fast but no longer bit-identical.
+    :param compile_world_model: Compile the world-model update's forward and backward passes with ``torch.compile``
+        (the observation model and the dynamics model with their losses; acting and imagination stay eager). The
+        same computation up to float rounding, with the compiler's own random draws; the first updates pay the
+        compilation (about 80 s on 2 CPU cores at the default sizes), then a default update is about 13 % faster on
+        CPU. Off by default.
     :param target_update_interval: Actor-critic updates between copies of the critic into its target network;
         1 means no separate target (the critic bootstraps itself).
     :param skip_non_finite_updates: Skip an optimiser step whose gradients are not finite (a NaN/inf loss), leaving
@@ -266,6 +271,7 @@ class TWM(OffPolicyAlgorithm):
         normalize_advantage: bool = False,
         target_update_interval: int = 1,
         mixed_precision: bool | None = None,
+        compile_world_model: bool = False,
         skip_non_finite_updates: bool = True,
         world_model_kwargs: dict[str, Any] | None = None,
         observation_optimizer_kwargs: dict[str, Any] | None = None,
@@ -343,6 +349,7 @@ class TWM(OffPolicyAlgorithm):
         self.normalize_advantage = normalize_advantage
         self.target_update_interval = target_update_interval
         self.mixed_precision = mixed_precision
+        self.compile_world_model = compile_world_model
         self.skip_non_finite_updates = skip_non_finite_updates
         self.world_model_kwargs = world_model_kwargs or {}
         self.observation_optimizer_kwargs = observation_optimizer_kwargs or {}
@@ -495,6 +502,7 @@ class TWM(OffPolicyAlgorithm):
             self._optimizer_settings("observation", self.observation_optimizer_kwargs),
             self._optimizer_settings("dynamics", self.dynamics_optimizer_kwargs),
             discount_factor=self.gamma,
+            compile_training=self.compile_world_model,
             **{key: world_model_kwargs[key] for key in _LOSS_KEYS},
         )
         self.critic = self.policy.make_critic().to(self.device)

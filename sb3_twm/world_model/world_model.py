@@ -51,6 +51,11 @@ class WorldModel(nn.Module):
     :param z_coef: Weight of the dynamics model's next-latent cross-entropy.
     :param reward_coef: Weight of the reward loss.
     :param discount_coef: Weight of the discount loss.
+    :param compile_training: Run the two training forward passes (observation model with its losses, dynamics model
+        with its losses) through ``torch.compile``; their backward passes are compiled with them. The same
+        computation up to float rounding, but its random draws (latent samples, dropout) come from the compiler's
+        generator unless ``torch._inductor.config.fallback_random`` is set. The first updates pay the compilation.
+        Acting and imagination stay eager.
     """
 
     def __init__(
@@ -63,6 +68,7 @@ class WorldModel(nn.Module):
         z_coef: float = 1.0,
         reward_coef: float = 10.0,
         discount_coef: float = 50.0,
+        compile_training: bool = False,
     ) -> None:
         super().__init__()
         self.observation_model = observation_model
@@ -75,6 +81,13 @@ class WorldModel(nn.Module):
         self.dynamics_max_grad_norm = dynamics_optimizer_kwargs["max_grad_norm"]
         self.observation_optimizer = make_adam(observation_model.parameters(), observation_optimizer_kwargs)
         self.dynamics_optimizer = make_adam(dynamics_model.parameters(), dynamics_optimizer_kwargs)
+        self.compile_training = compile_training
+        # Plain attributes, not submodules: the parameters and state dict stay those of the eager modules.
+        self._observation_losses = self.observation_model.reconstruction_entropy_losses
+        self._dynamics_losses = self.dynamics_losses
+        if compile_training:
+            self._observation_losses = th.compile(self._observation_losses)
+            self._dynamics_losses = th.compile(self._dynamics_losses)
 
     @property
     def encoder(self) -> nn.Module:
@@ -127,12 +140,12 @@ class WorldModel(nn.Module):
         with th.no_grad():
             context_z = encoder.latent(batch.observations[:, 0], temperature=1.0)  # (B, K*C)
             next_logits = encoder(batch.observations[:, -1])  # (B, K, C)
-        posterior_logits, z, observation_terms = self.observation_model.reconstruction_entropy_losses(
+        posterior_logits, z, observation_terms = self._observation_losses(
             batch.observations[:, 1:-1]
         )  # (B, T, K, C), (B, T, K*C)
         dynamics_z = th.cat([context_z[:, None], z.detach()], dim=1)  # (B, T+1, K*C)
         target_logits = th.cat([posterior_logits[:, 1:].detach(), next_logits[:, None]], dim=1)
-        dynamics_loss, prior_logits, dynamics_terms = self.dynamics_losses(
+        dynamics_loss, prior_logits, dynamics_terms = self._dynamics_losses(
             dynamics_z, batch.actions, batch.rewards, batch.terminated, batch.truncated, target_logits
         )
         consistency = consistency_loss(posterior_logits, prior_logits[:, :-1])
