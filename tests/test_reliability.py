@@ -411,16 +411,24 @@ def test_callable_learning_rate_must_be_given_again(pong_env, tiny_kwargs, tmp_p
     assert "learn" not in vars(again) and again.learn.__func__ is TWM.learn
 
 
+def write_truncated_and_corrupted(path: Path, member: str, header_bytes: int) -> None:
+    """
+    Next to a zip file ``path``, write ``truncated<suffix>`` (its first half) and ``corrupted<suffix>`` (one byte
+    flipped inside ``member``'s data, past its local header of at most ``header_bytes``).
+    """
+    content = path.read_bytes()
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(member)
+    path.with_name(f"truncated{path.suffix}").write_bytes(content[: len(content) // 2])
+    flipped = bytearray(content)
+    flipped[info.header_offset + header_bytes + info.compress_size // 2] ^= 0xFF
+    path.with_name(f"corrupted{path.suffix}").write_bytes(bytes(flipped))
+
+
 def test_broken_checkpoints_are_refused_clearly(pong_env, tiny_kwargs, tmp_path):
     model = TWM("CnnPolicy", pong_env, seed=0, **tiny_kwargs)
     model.save(tmp_path / "model.zip")
-    content = (tmp_path / "model.zip").read_bytes()
-    with zipfile.ZipFile(tmp_path / "model.zip") as archive:
-        info = archive.getinfo("policy.pth")
-    (tmp_path / "truncated.zip").write_bytes(content[: len(content) // 2])
-    flipped = bytearray(content)
-    flipped[info.header_offset + 100 + info.compress_size // 2] ^= 0xFF  # inside policy.pth's data
-    (tmp_path / "corrupted.zip").write_bytes(bytes(flipped))
+    write_truncated_and_corrupted(tmp_path / "model.zip", "policy.pth", header_bytes=100)
     (tmp_path / "random.zip").write_bytes(np.random.default_rng(0).bytes(1000))
     DQN("MlpPolicy", "CartPole-v1", buffer_size=100, learning_starts=0).save(tmp_path / "dqn.zip")
     cases = {
@@ -485,13 +493,7 @@ def test_broken_datasets_are_refused_clearly_and_change_nothing(pong_env, tiny_k
     model = TWM("CnnPolicy", pong_env, seed=0, **tiny_kwargs)
     model.learn(20)
     model.save_replay_buffer(tmp_path / "good.npz")
-    content = (tmp_path / "good.npz").read_bytes()
-    with zipfile.ZipFile(tmp_path / "good.npz") as archive:
-        info = archive.getinfo("observations.npy")
-    (tmp_path / "truncated.npz").write_bytes(content[: len(content) // 2])
-    flipped = bytearray(content)
-    flipped[info.header_offset + 200 + info.compress_size // 2] ^= 0xFF
-    (tmp_path / "corrupted.npz").write_bytes(bytes(flipped))
+    write_truncated_and_corrupted(tmp_path / "good.npz", "observations.npy", header_bytes=200)
     (tmp_path / "pickled.pkl").write_bytes(pickle.dumps(TouchOnUnpickle(tmp_path / "code-ran")))
     np.savez(tmp_path / "objects.npz", metadata=np.array([{"format": "sb3-twm-dataset"}], dtype=object))
     np.savez(tmp_path / "foreign.npz", observations=np.zeros((3, 4)))

@@ -13,6 +13,7 @@ threshold.
 import argparse
 import concurrent.futures
 import copy
+import functools
 import json
 import multiprocessing
 import os
@@ -372,10 +373,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="Print only the summary.")
 
 
-def _run_seed_in_worker(arguments: tuple) -> dict[str, Any]:
-    return run_seed(*arguments[:-1], verbose=arguments[-1])
-
-
 def run(args: argparse.Namespace) -> int:
     hyperparams = merge_hyperparams(CARTPOLE_HYPERPARAMS, json.loads(args.hyperparams) if args.hyperparams else None)
     if args.print_yaml:
@@ -389,20 +386,26 @@ def run(args: argparse.Namespace) -> int:
           f"{args.eval_freq} steps ({args.eval_episodes} episodes; criterion: {args.criterion} actions), torch threads "
           f"{th.get_num_threads()}", flush=True)  # fmt: skip
 
-    seed_arguments = [
-        (seed, args.timesteps, args.eval_freq, hyperparams, args.eval_episodes, args.criterion, args.threshold)
-        for seed in args.seeds
-    ]
-    verbose = 0 if args.quiet else 1
+    train_seed = functools.partial(
+        run_seed,
+        timesteps=args.timesteps,
+        eval_freq=args.eval_freq,
+        hyperparams=hyperparams,
+        n_eval_episodes=args.eval_episodes,
+        criterion=args.criterion,
+        threshold=args.threshold,
+        verbose=0 if args.quiet else 1,
+    )
+    pool = None
     if args.workers > 1:
         # One process per seed, each with its own torch threads: seeds then run side by side on separate cores.
-        context = multiprocessing.get_context("spawn")
         pool = concurrent.futures.ProcessPoolExecutor(
-            args.workers, mp_context=context, initializer=th.set_num_threads, initargs=(args.torch_threads,)
+            args.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=th.set_num_threads,
+            initargs=(args.torch_threads,),
         )
-        outcomes: Iterator[dict[str, Any]] = pool.map(_run_seed_in_worker, [(*a, verbose) for a in seed_arguments])
-    else:
-        outcomes = (run_seed(*arguments, verbose=verbose) for arguments in seed_arguments)
+    outcomes: Iterator[dict[str, Any]] = (pool.map if pool else map)(train_seed, args.seeds)
 
     results = []
     for seed, result in zip(args.seeds, outcomes):
@@ -440,7 +443,7 @@ def run(args: argparse.Namespace) -> int:
         title = f"TWM MlpPolicy on {ENV_ID} ({len(results)} seed{'s' * (len(results) != 1)})"
         plot_curves(results, png_path, args.threshold, title)
 
-    if args.workers > 1:
+    if pool is not None:
         pool.shutdown()
     print()
     print(format_table(results))

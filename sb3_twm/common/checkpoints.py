@@ -72,6 +72,26 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+def display_name(path: str | pathlib.Path | IO[bytes]) -> str:
+    """:return: The path, or a file object's name, for messages."""
+    return str(path) if isinstance(path, (str, pathlib.Path)) else str(getattr(path, "name", "<file object>"))
+
+
+@contextlib.contextmanager
+def open_for_writing(path: str | pathlib.Path | IO[bytes], suffix: str) -> Iterator[IO[bytes]]:
+    """
+    :param path: A path (``.suffix`` appended when it has none, SB3's rule), written with :func:`atomic_write`, or a
+        binary file object, written in place.
+    :param suffix: Suffix without the dot.
+    :return: Context manager yielding the binary file to write.
+    """
+    if isinstance(path, (str, pathlib.Path)):
+        with atomic_write(with_suffix(path, suffix)) as file:
+            yield file
+    else:
+        yield path
+
+
 def with_suffix(path: str | pathlib.Path, suffix: str) -> pathlib.Path:
     """
     :param path: A path as the user gave it.
@@ -82,12 +102,14 @@ def with_suffix(path: str | pathlib.Path, suffix: str) -> pathlib.Path:
     return path if path.suffix else pathlib.Path(f"{path}.{suffix}")
 
 
-def existing_path(path: str | pathlib.Path, suffix: str) -> pathlib.Path:
+def existing_path(path: str | pathlib.Path | IO[bytes], suffix: str) -> pathlib.Path | IO[bytes]:
     """
-    :param path: A path as the user gave it.
+    :param path: A path as the user gave it, or a binary file object (returned as it is).
     :param suffix: Suffix without the dot.
     :return: The path, or the path with ``.suffix`` appended when only that exists (SB3's rule for loading).
     """
+    if not isinstance(path, (str, pathlib.Path)):
+        return path
     path = pathlib.Path(path)
     candidate = pathlib.Path(f"{path}.{suffix}")
     if not path.exists() and not path.suffix and candidate.exists():
@@ -242,14 +264,6 @@ def resume_seed(seed: int, num_timesteps: int) -> int:
 
 
 # --------------------------------------------------------------------------------------- attributes as plain JSON
-class Unsaved:
-    """A saved attribute a checkpoint could not hold (code, an unknown object): it must be supplied at load."""
-
-    def __init__(self, type_name: str, text: str) -> None:
-        self.type_name = type_name
-        self.text = text
-
-
 def _qualified_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
@@ -312,6 +326,17 @@ def is_unsaved(encoded: Any) -> bool:
     return False
 
 
+def describe_unsaved(encoded: Any) -> str:
+    """
+    :param encoded: Encoded data for which :func:`is_unsaved` holds.
+    :return: ``"a <type> (<repr>)"`` of its first ``unsaved`` marker, for messages.
+    """
+    if isinstance(encoded, dict) and encoded.get(TAG) == "unsaved":
+        return f"a {encoded.get('type')} ({encoded.get('repr')})"
+    items = encoded.values() if isinstance(encoded, dict) else encoded
+    return next(describe_unsaved(item) for item in items if is_unsaved(item))
+
+
 def _encode_array(array: np.ndarray) -> dict[str, Any]:
     array = np.asarray(array)
     if array.dtype.hasobject:
@@ -330,7 +355,7 @@ def decode_value(encoded: Any) -> Any:
     Decode what :func:`encode_value` wrote. Nothing is imported or executed: a class must already be imported.
 
     :param encoded: JSON data.
-    :return: The attribute; an ``unsaved`` marker becomes an :class:`Unsaved` instance.
+    :return: The attribute. An ``unsaved`` marker raises ``CheckpointError`` (check :func:`is_unsaved` first).
     """
     if isinstance(encoded, list):
         return [decode_value(item) for item in encoded]
@@ -366,7 +391,7 @@ def decode_value(encoded: Any) -> Any:
             setattr(schedule, field, decode_value(encoded[field]))
         return schedule
     if kind == "unsaved":
-        return Unsaved(str(encoded.get("type")), str(encoded.get("repr")))
+        raise CheckpointError(f"the value was {describe_unsaved(encoded)}, which a checkpoint does not store")
     raise CheckpointError(f"unknown encoded value {kind!r}")
 
 
@@ -423,7 +448,7 @@ def read_zip_json(path: str | pathlib.Path | io.BufferedIOBase, member: str = "d
     :param member: The JSON member.
     :return: The parsed JSON object.
     """
-    name = str(path) if isinstance(path, (str, pathlib.Path)) else getattr(path, "name", "<file object>")
+    name = display_name(path)
     start = None if isinstance(path, (str, pathlib.Path)) else path.tell()
     try:
         with zipfile.ZipFile(path) as archive:
@@ -491,7 +516,7 @@ class NpzReader:
     """
 
     def __init__(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
-        self.name = str(path) if isinstance(path, (str, pathlib.Path)) else getattr(path, "name", "<file object>")
+        self.name = display_name(path)
         try:
             self.archive = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, EOFError, ValueError, OSError) as error:
@@ -551,26 +576,15 @@ class NpzReader:
         with file:
             if dtype != np.uint8 or len(shape) != 1 or shape[0] > _MAX_METADATA_BYTES:
                 raise self.error("the 'metadata' member is not UTF-8 JSON bytes of a sensible size")
-            raw = self._read_exactly(file, "metadata", shape[0])
+            raw = np.empty(shape, np.uint8)
+            self._copy(file, "metadata", raw)
         try:
-            metadata = json.loads(raw.decode("utf-8"))
+            metadata = json.loads(raw.tobytes().decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise self.error(f"the metadata is not valid JSON ({error})") from None
         if not isinstance(metadata, dict):
             raise self.error("the metadata is not a JSON object")
         return metadata
-
-    def _read_exactly(self, file: IO[bytes], name: str, size: int) -> bytes:
-        try:
-            data = file.read(size)
-            extra = file.read(1)  # reading to the end makes zipfile check the CRC
-        except zipfile.BadZipFile as error:
-            raise self.error(f"array {name!r} is corrupted ({error})") from None
-        if len(data) != size:
-            raise self.error(f"array {name!r} is truncated ({len(data)} of {size} bytes)")
-        if extra:
-            raise self.error(f"array {name!r} has more data than its header declares")
-        return data
 
     def read_into(self, name: str, destination: np.ndarray) -> None:
         """
@@ -586,18 +600,22 @@ class NpzReader:
                     f"array {name!r} has shape {shape} and dtype {dtype}, expected {destination.shape} and "
                     f"{destination.dtype} (from the dataset's metadata and the model)"
                 )
-            view = memoryview(destination.reshape(-1).view(np.uint8))
-            offset = 0
-            try:
-                while offset < len(view):
-                    count = file.readinto(view[offset : offset + _COPY_CHUNK_BYTES])
-                    if not count:
-                        raise self.error(f"array {name!r} is truncated ({offset} of {len(view)} bytes)")
-                    offset += count
-                if file.read(1):
-                    raise self.error(f"array {name!r} has more data than its header declares")
-            except zipfile.BadZipFile as error:
-                raise self.error(f"array {name!r} is corrupted ({error})") from None
+            self._copy(file, name, destination)
+
+    def _copy(self, file: IO[bytes], name: str, destination: np.ndarray) -> None:
+        # Chunked, never a whole extra copy; reading to the end makes zipfile check the member's CRC.
+        view = memoryview(destination.reshape(-1).view(np.uint8))
+        offset = 0
+        try:
+            while offset < len(view):
+                count = file.readinto(view[offset : offset + _COPY_CHUNK_BYTES])
+                if not count:
+                    raise self.error(f"array {name!r} is truncated ({offset} of {len(view)} bytes)")
+                offset += count
+            if file.read(1):
+                raise self.error(f"array {name!r} has more data than its header declares")
+        except zipfile.BadZipFile as error:
+            raise self.error(f"array {name!r} is corrupted ({error})") from None
 
 
 def read_npz_into(

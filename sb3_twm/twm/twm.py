@@ -33,19 +33,19 @@ from sb3_twm.common.checkpoints import (
     DATASET_FORMAT_VERSION,
     DROPPABLE_ATTRIBUTES,
     CheckpointError,
-    Unsaved,
-    atomic_write,
     capture_rng_state,
     check_rng_state,
     decode_value,
+    describe_unsaved,
+    display_name,
     encode_value,
     existing_path,
     is_unsaved,
+    open_for_writing,
     read_npz_into,
     read_zip_json,
     restore_rng_state,
     resume_seed,
-    with_suffix,
     write_npz,
 )
 from sb3_twm.common.optim import make_adam, optimizer_step
@@ -586,7 +586,7 @@ class TWM(OffPolicyAlgorithm):
             )
         finally:
             # A finished learn() has trained on all it collected (or was stopped, and then never will).
-            self._untrained_env_steps, self._step_committed, self._pending_episodes = 0, False, 0
+            self._clear_step_state()
 
     def _setup_learn(
         self,
@@ -610,7 +610,7 @@ class TWM(OffPolicyAlgorithm):
             # checkpoint and one that replaces its envs at the same step collect the same experience.
             self.env.seed(resume_seed(self.seed, self.num_timesteps))
         owed_steps, owed_total = (self._untrained_env_steps if resuming else 0), self._total_timesteps
-        self._untrained_env_steps, self._step_committed, self._pending_episodes = 0, False, 0
+        self._clear_step_state()
         result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
         if owed_steps > 0:
             self._train_owed_steps(owed_steps, owed_total)
@@ -624,6 +624,10 @@ class TWM(OffPolicyAlgorithm):
                 stacklevel=4,
             )
         return result
+
+    def _clear_step_state(self) -> None:
+        # No step is stored ahead of collect_rollouts and none is owed training: the state between learn() calls.
+        self._untrained_env_steps, self._step_committed, self._pending_episodes = 0, False, 0
 
     def _train_owed_steps(self, env_steps: int, total_timesteps: int) -> None:
         """
@@ -1027,12 +1031,8 @@ class TWM(OffPolicyAlgorithm):
                 stacklevel=2,
             )
         pytorch_variables = {name: recursive_getattr(self, name) for name in torch_variable_names}
-        params = self.get_parameters()
-        if isinstance(path, (str, pathlib.Path)):
-            with atomic_write(with_suffix(path, "zip")) as file:
-                save_to_zip_file(file, data=encoded, params=params, pytorch_variables=pytorch_variables)
-        else:
-            save_to_zip_file(path, data=encoded, params=params, pytorch_variables=pytorch_variables)
+        with open_for_writing(path, "zip") as file:
+            save_to_zip_file(file, data=encoded, params=self.get_parameters(), pytorch_variables=pytorch_variables)
 
     @classmethod
     def load(  # type: ignore[override]
@@ -1063,9 +1063,8 @@ class TWM(OffPolicyAlgorithm):
         :param kwargs: Attributes to change (e.g. hyperparameters).
         :return: The model.
         """
-        if isinstance(path, (str, pathlib.Path)):
-            path = existing_path(path, "zip")
-        name = str(path) if isinstance(path, (str, pathlib.Path)) else getattr(path, "name", "<file object>")
+        path = existing_path(path, "zip")
+        name = display_name(path)
         process_rng = capture_rng_state()
         try:
             raw = read_zip_json(path)
@@ -1122,16 +1121,15 @@ class TWM(OffPolicyAlgorithm):
             problem = None
             if isinstance(value, dict) and ":serialized:" in value:
                 problem = "pickled"  # SB3's cloudpickled form: a foreign or an older checkpoint
+            elif is_unsaved(value):
+                problem = "unsaved"
             else:
                 try:
                     objects[key] = decode_value(value)
                 except CheckpointError as error:
                     problem = str(error)
-                else:
-                    problem = "unsaved" if _contains_unsaved(objects[key]) else None
             if problem is None:
                 continue
-            described = _describe_unsaved(objects[key]) if problem == "unsaved" else None
             objects[key] = None
             if key in DROPPABLE_ATTRIBUTES:
                 continue  # run-time state, for which None is the fresh value
@@ -1141,7 +1139,7 @@ class TWM(OffPolicyAlgorithm):
                 refused.append(key)
             elif problem == "unsaved":
                 raise CheckpointError(
-                    f"{name}: attribute {key!r} was {described}, which a checkpoint does not store (no code is "
+                    f"{name}: attribute {key!r} was {describe_unsaved(value)}, which a checkpoint does not store (no code is "
                     f"saved): pass it to TWM.load, e.g. custom_objects={{{key!r}: ...}}."
                 )
             else:
@@ -1241,13 +1239,8 @@ class TWM(OffPolicyAlgorithm):
             "handle_timeout_termination": buffer.handle_timeout_termination,
             "num_timesteps": self.num_timesteps,
         }
-        arrays = {name: getattr(buffer, name)[: buffer.size()] for name in _DATASET_ARRAYS}
-        arrays["latest_next_observations"] = buffer.latest_next_observations
-        if isinstance(path, (str, pathlib.Path)):
-            with atomic_write(with_suffix(path, "npz")) as file:
-                write_npz(file, metadata, arrays)
-        else:
-            write_npz(path, metadata, arrays)
+        with open_for_writing(path, "npz") as file:
+            write_npz(file, metadata, _dataset_arrays(buffer, buffer.size()))
 
     def load_replay_buffer(
         self,
@@ -1264,9 +1257,8 @@ class TWM(OffPolicyAlgorithm):
         :param truncate_last_traj: Kept for SB3 compatibility (HER only); the next ``learn()`` with a reset env marks
             an episode boundary anyway.
         """
-        if isinstance(path, (str, pathlib.Path)):
-            path = existing_path(path, "npz")
-        name = str(path) if isinstance(path, (str, pathlib.Path)) else getattr(path, "name", "<file object>")
+        path = existing_path(path, "npz")
+        name = display_name(path)
         buffer = self.replay_buffer_class(
             self.buffer_size,
             self.observation_space,
@@ -1311,10 +1303,7 @@ class TWM(OffPolicyAlgorithm):
         pos, full = metadata["pos"], metadata["full"]
         if not (isinstance(pos, int) and isinstance(full, bool) and 0 <= pos < buffer.buffer_size):
             raise CheckpointError(f"the ring position pos={pos!r}, full={full!r} is invalid")
-        stored = buffer.buffer_size if full else pos
-        destinations = {name: getattr(buffer, name)[:stored] for name in _DATASET_ARRAYS}
-        destinations["latest_next_observations"] = buffer.latest_next_observations
-        return destinations
+        return _dataset_arrays(buffer, buffer.buffer_size if full else pos)
 
     @staticmethod
     def _check_dataset_content(name: str, buffer: TWMReplayBuffer) -> None:
@@ -1338,24 +1327,15 @@ class TWM(OffPolicyAlgorithm):
 
 
 _DATASET_ARRAYS = ("observations", "actions", "rewards", "terminated", "truncated", "visits")
+
+
+def _dataset_arrays(buffer: TWMReplayBuffer, stored: int) -> dict[str, np.ndarray]:
+    # The arrays of a dataset file: views of the first `stored` time steps, and the latest next observations.
+    return {
+        **{name: getattr(buffer, name)[:stored] for name in _DATASET_ARRAYS},
+        "latest_next_observations": buffer.latest_next_observations,
+    }
 # Saved attributes a model cannot be rebuilt without, besides its constructor's parameters.
 _REQUIRED_ATTRIBUTES = {"policy_class", "observation_space", "action_space", "replay_buffer_class", "train_freq", "n_envs"}
 # Key under which _decode_saved_data returns the attributes to leave out.
 _DROPPED = "_twm_dropped_attributes"
-
-
-def _contains_unsaved(value: Any) -> bool:
-    if isinstance(value, Unsaved):
-        return True
-    if isinstance(value, dict):
-        return any(_contains_unsaved(item) for item in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_contains_unsaved(item) for item in value)
-    return False
-
-
-def _describe_unsaved(value: Any) -> str:
-    if isinstance(value, Unsaved):
-        return f"a {value.type_name} ({value.text})"
-    items = value.values() if isinstance(value, dict) else value
-    return next(_describe_unsaved(item) for item in items if _contains_unsaved(item))
