@@ -21,6 +21,7 @@ from sb3_twm.benchmark.learn_cartpole import (
     make_eval_env,
     make_model,
     merge_hyperparams,
+    run_seed,
     zoo_yaml,
 )
 from sb3_twm.world_model.observation_model import MlpDecoder, MlpEncoder
@@ -175,6 +176,11 @@ def test_cartpole_hyperparameters_build_and_match_the_yaml():
         **CARTPOLE_HYPERPARAMS["world_model_kwargs"],
         "num_layers": 1,
     }
+
+
+def test_learning_check_rejects_an_unknown_criterion():
+    with pytest.raises(ValueError, match="criterion must be 'deterministic' or 'sampled'"):
+        run_seed(0, timesteps=10, eval_freq=5, criterion="best")
 
 
 # The short learning check: the tuned CartPole settings (observations normalised by VecNormalize) for SMOKE_STEPS env
