@@ -64,14 +64,20 @@ def consistency_loss(posterior_logits: th.Tensor, prior_logits: th.Tensor) -> th
 
 def gaussian_nll(mean: th.Tensor, target: th.Tensor, sum_dims: tuple[int, ...] = ()) -> th.Tensor:
     """
-    Negative log-likelihood of a unit-variance Gaussian (constant included, so the value is a true NLL).
+    Negative log-likelihood of a unit-variance Gaussian (constant included, so the value is a true NLL):
+    ``mean over the other axes of sum over sum_dims of 0.5 (mean - target)^2 + 0.5 log(2 pi)``.
 
     :param mean: Predicted means.
     :param target: Targets, same shape.
     :param sum_dims: Axes summed before the mean (e.g. the pixels of a frame).
     :return: Scalar loss.
     """
-    nll = 0.5 * (mean - target).pow(2) + HALF_LOG_TWO_PI
-    if sum_dims:
-        nll = nll.sum(sum_dims)
-    return nll.mean()
+    if mean.shape != target.shape:
+        raise ValueError(
+            f"gaussian_nll needs means and targets of one shape, got {tuple(mean.shape)} and {tuple(target.shape)}."
+        )
+    summed = math.prod(mean.shape[dim] for dim in sum_dims)
+    # One fused squared-error reduction (and one fused backward) instead of five element-wise passes over the
+    # reconstructions: the same value, and much less memory traffic on a 100 x 16 x 4 x 64 x 64 batch.
+    squared_error = F.mse_loss(mean.to(target.dtype), target, reduction="sum")
+    return 0.5 * squared_error * (summed / max(mean.numel(), 1)) + HALF_LOG_TWO_PI * summed
