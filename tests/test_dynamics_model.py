@@ -5,6 +5,7 @@ import torch as th
 import torch.nn.functional as F
 
 from sb3_twm.world_model import DynamicsModel
+from sb3_twm.world_model.transformer_xl import KeyValueCache
 
 K, C, A = 4, 4, 3
 
@@ -55,12 +56,13 @@ def test_memory_matches_recomputing_the_visible_context(memory_length, horizon, 
     rewards = th.randn(N, horizon)
     dones = th.rand(N, horizon) < 0.2
     memory = model.start_memory(z[:, 0], actions[:, 0])
-    assert memory.key_values[0][0].shape[2] == 2
+    assert len(memory.caches[0]) == 2
     cached = []
     for t in range(1, horizon + 1):
         prediction, memory = model.step(memory, rewards[:, t - 1], dones[:, t - 1], z[:, t], actions[:, t])
         cached.append(prediction)
-        assert memory.key_values[0][0].shape[2] <= model.memory_tokens  # O(1) memory per step
+        assert len(memory.caches[0]) <= model.memory_tokens  # O(1) memory per step
+        assert memory.caches[0].keys.shape[2] == model.cache_capacity
     full = model(z, actions, rewards, dones)
     for t, prediction in enumerate(cached, start=1):
         assert th.allclose(prediction.z_logits[:, 0], full.z_logits[:, t], atol=1e-5)
@@ -114,3 +116,19 @@ def test_invalid_sizes_are_refused():
         DynamicsModel(6, num_layers=0)
     with pytest.raises(ValueError, match="dropout"):
         DynamicsModel(6, dropout=1.5)
+
+
+def test_key_value_cache_appends_in_place_and_keeps_the_newest_tokens():
+    cache = KeyValueCache(capacity=5)
+    tokens = th.arange(8.0).view(1, 1, 8, 1).expand(2, 3, 8, 4)  # token t has keys t and values -t
+    keys, values = cache.extend(tokens[:, :, :3], -tokens[:, :, :3])
+    assert keys.shape == (2, 3, 3, 4) and th.equal(values, -tokens[:, :, :3])
+    cache.keep_last(2)
+    keys, values = cache.extend(tokens[:, :, 3:5], -tokens[:, :, 3:5])  # fills the buffer exactly
+    assert th.equal(keys[0, 0, :, 0], th.tensor([1.0, 2.0, 3.0, 4.0]))
+    cache.keep_last(3)
+    keys, values = cache.extend(tokens[:, :, 5:7], -tokens[:, :, 5:7])  # moves the kept tokens to the front first
+    assert th.equal(keys[0, 0, :, 0], th.tensor([2.0, 3.0, 4.0, 5.0, 6.0]))
+    assert th.equal(values, -keys) and len(cache) == 5 and cache.keys.shape[2] == 5
+    with pytest.raises(ValueError, match="cannot hold 5 kept and 1 new"):
+        cache.extend(tokens[:, :, 7:], tokens[:, :, 7:])

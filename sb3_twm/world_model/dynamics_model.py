@@ -10,7 +10,7 @@ import torch as th
 from torch import nn
 
 from sb3_twm.common.networks import create_mlp, kaiming_init
-from sb3_twm.world_model.transformer_xl import TransformerXL
+from sb3_twm.world_model.transformer_xl import KeyValueCache, TransformerXL
 
 
 class DynamicsPrediction(NamedTuple):
@@ -23,9 +23,12 @@ class DynamicsPrediction(NamedTuple):
 
 
 class DynamicsMemory(NamedTuple):
-    """The Transformer-XL recurrence memory carried through imagination."""
+    """
+    The Transformer-XL recurrence memory carried through imagination. Its caches are extended in place by each step:
+    continue only from the memory the last step returned.
+    """
 
-    key_values: tuple[tuple[th.Tensor, th.Tensor], ...]  # per layer, keys and values (B, H, M, dh) of cached tokens
+    caches: tuple[KeyValueCache, ...]  # per layer, keys and values of the M cached tokens
     steps: th.Tensor  # (M,) step index of each cached token
     episodes: th.Tensor  # (B, M) episode index of each cached token (a done starts a new one)
 
@@ -115,6 +118,8 @@ class DynamicsModel(nn.Module):
         self.tokens_per_step = 3 if input_rewards else 2
         # The memory holds `memory_length` whole steps plus the (z, action) tokens of the step in progress.
         self.memory_tokens = memory_length * self.tokens_per_step + 2
+        # Room for four more steps: the caches move their tokens to the front once every four steps at most.
+        self.cache_capacity = self.memory_tokens + 4 * self.tokens_per_step
         latent_dim = latent_categoricals * latent_classes
 
         self.z_embedding = nn.Sequential(nn.Linear(latent_dim, embed_dim), activation_fn())
@@ -169,20 +174,21 @@ class DynamicsModel(nn.Module):
         step_episodes = th.cat([th.zeros_like(dones[:, :1], dtype=th.long), dones.long().cumsum(1)], dim=1)  # (B, S)
         episodes = step_episodes[:, steps]
         mask = attention_mask(steps, episodes, steps, episodes, self.memory_length)
-        hidden, _ = self.transformer(tokens, mask)
+        hidden = self.transformer(tokens, mask)
         action_hidden = hidden[:, 1 :: self.tokens_per_step]  # (B, S, D)
         return self._predict(action_hidden)
 
-    def _trim(
-        self, key_values: tuple[tuple[th.Tensor, th.Tensor], ...], steps: th.Tensor, episodes: th.Tensor
-    ) -> DynamicsMemory:
+    def _trim(self, caches: tuple[KeyValueCache, ...], steps: th.Tensor, episodes: th.Tensor) -> DynamicsMemory:
         keep = self.memory_tokens
-        trimmed = tuple((keys[:, :, -keep:], values[:, :, -keep:]) for keys, values in key_values)
-        return DynamicsMemory(trimmed, steps[-keep:], episodes[:, -keep:])
+        for cache in caches:
+            cache.keep_last(keep)
+        return DynamicsMemory(caches, steps[-keep:], episodes[:, -keep:])
 
+    @th.no_grad()
     def start_memory(self, z: th.Tensor, actions: th.Tensor) -> DynamicsMemory:
         """
-        Build the memory from one real step ``(z, action)``, the context that imagination starts from.
+        Build the memory from one real step ``(z, action)``, the context that imagination starts from (inference: no
+        gradients flow through the memory).
 
         :param z: ``(B, K*C)``.
         :param actions: ``(B,)``.
@@ -191,9 +197,11 @@ class DynamicsModel(nn.Module):
         tokens = self._step_tokens(z[:, None], actions[:, None]).flatten(1, 2)  # (B, 2, D)
         steps = th.zeros(2, dtype=th.long, device=z.device)
         episodes = th.zeros(z.shape[0], 2, dtype=th.long, device=z.device)
-        _, key_values = self.transformer(tokens, attention_mask(steps, episodes, steps, episodes, self.memory_length))
-        return self._trim(key_values, steps, episodes)
+        caches = tuple(KeyValueCache(self.cache_capacity) for _ in self.transformer.layers)
+        self.transformer(tokens, attention_mask(steps, episodes, steps, episodes, self.memory_length), caches, num_outputs=1)
+        return self._trim(caches, steps, episodes)
 
+    @th.no_grad()
     def step(
         self,
         memory: DynamicsMemory,
@@ -203,9 +211,9 @@ class DynamicsModel(nn.Module):
         actions: th.Tensor,
     ) -> tuple[DynamicsPrediction, DynamicsMemory]:
         """
-        One step with the memory: only the new tokens ``r_{t-1}, z_t, a_t`` are computed.
+        One step with the memory (inference): only the new tokens ``r_{t-1}, z_t, a_t`` are computed.
 
-        :param memory: Memory ending with the previous step's ``(z, action)`` tokens.
+        :param memory: Memory ending with the previous step's ``(z, action)`` tokens (extended in place).
         :param previous_rewards: ``(B,)`` reward of the previous step (real or predicted), fed back as a token.
         :param previous_dones: ``(B,)`` whether an episode ended after the previous step.
         :param z: ``(B, K*C)`` the new latent.
@@ -226,5 +234,6 @@ class DynamicsModel(nn.Module):
         key_steps = th.cat([memory.steps, new_steps])
         key_episodes = th.cat([memory.episodes, new_episodes], dim=1)
         mask = attention_mask(new_steps, new_episodes, key_steps, key_episodes, self.memory_length)
-        hidden, key_values = self.transformer(new_tokens, mask, memory.key_values)
-        return self._predict(hidden[:, -1:]), self._trim(key_values, key_steps, key_episodes)
+        # Only the action token's output is read: the last layer computes no other.
+        hidden = self.transformer(new_tokens, mask, memory.caches, num_outputs=1)
+        return self._predict(hidden), self._trim(memory.caches, key_steps, key_episodes)

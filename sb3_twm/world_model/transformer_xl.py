@@ -4,7 +4,8 @@ relative positional encodings with global biases ``u`` and ``v``, and a recurren
 
 Attention runs through ``scaled_dot_product_attention``: the content term ``(q + u) k`` is its regular product and the
 positional term ``(q + v) W_r R_{i-j}`` plus the mask enter as an additive bias. The memory is kept as the keys and
-values of the cached layer inputs, so each new token costs one projection.
+values of the cached layer inputs, so each new token costs one projection, in preallocated buffers, so each new token
+is one write.
 """
 
 import math
@@ -26,6 +27,65 @@ def sinusoidal_encoding(length: int, embed_dim: int, device: th.device) -> th.Te
     inverse_frequencies = 1.0 / (10000 ** (th.arange(0, embed_dim, 2, device=device, dtype=th.float32) / embed_dim))
     angles = th.arange(length, device=device, dtype=th.float32)[:, None] * inverse_frequencies[None]
     return th.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class KeyValueCache:
+    """
+    One layer's recurrence memory for inference: the keys and values of cached tokens in preallocated buffers. A step
+    writes only its new tokens (concatenating would copy the whole memory every step) and reads a view of the last
+    tokens. Mutated in place: a memory that has been extended must not be used again from an earlier state.
+
+    :param capacity: Tokens the buffers hold; when an extension does not fit, the kept tokens move to the front.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.keys: th.Tensor | None = None  # (B, H, capacity, dh)
+        self.values: th.Tensor | None = None
+        self.start = 0
+        self.end = 0
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    def extend(self, keys: th.Tensor, values: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """
+        Append new tokens.
+
+        :param keys: ``(B, H, Q, dh)`` keys of the new tokens.
+        :param values: ``(B, H, Q, dh)``.
+        :return: Views of the keys and values of all kept tokens, the new ones last: ``(B, H, len, dh)`` each.
+        """
+        num_new = keys.shape[2]
+        if self.keys is None:
+            batch_size, num_heads, _, head_dim = keys.shape
+            shape = (batch_size, num_heads, max(self.capacity, num_new), head_dim)
+            self.keys = keys.new_empty(shape)
+            self.values = values.new_empty(shape)
+        assert self.values is not None
+        if self.end + num_new > self.keys.shape[2]:
+            kept = len(self)
+            if kept + num_new > self.keys.shape[2]:
+                raise ValueError(
+                    f"A key/value cache of {self.keys.shape[2]} tokens cannot hold {kept} kept and {num_new} new tokens: "
+                    "keep fewer tokens (keep_last) or create it with a larger capacity."
+                )
+            # Cloned first: source and destination overlap.
+            self.keys[:, :, :kept] = self.keys[:, :, self.start : self.end].clone()
+            self.values[:, :, :kept] = self.values[:, :, self.start : self.end].clone()
+            self.start, self.end = 0, kept
+        self.keys[:, :, self.end : self.end + num_new] = keys
+        self.values[:, :, self.end : self.end + num_new] = values
+        self.end += num_new
+        return self.keys[:, :, self.start : self.end], self.values[:, :, self.start : self.end]
+
+    def keep_last(self, num_tokens: int) -> None:
+        """
+        Forget all but the newest tokens (nothing is copied).
+
+        :param num_tokens: How many of the newest tokens to keep.
+        """
+        self.start = max(self.start, self.end - num_tokens)
 
 
 class RelativeMultiheadAttention(nn.Module):
@@ -53,27 +113,35 @@ class RelativeMultiheadAttention(nn.Module):
     def forward(
         self,
         x: th.Tensor,
-        cache: tuple[th.Tensor, th.Tensor] | None,
+        cache: KeyValueCache | None,
         positions: th.Tensor,
         content_bias: th.Tensor,
         position_bias: th.Tensor,
         mask: th.Tensor,
-    ) -> tuple[th.Tensor, tuple[th.Tensor, th.Tensor]]:
-        # x: (B, Q, D) new tokens; cache: keys and values (B, H, M, dh) of the memory tokens of this layer
+        num_outputs: int | None = None,
+    ) -> th.Tensor:
+        # x: (B, Q, D) new tokens; cache: this layer's keys and values of M memory tokens, extended by the new ones
         # positions: (K, D) encodings of distances 0..K-1 with K = M + Q
         # content_bias, position_bias: (H, dh); mask: (B, Q, K) True where attention is allowed
-        batch_size, num_queries, _ = x.shape
+        # returns the outputs of the last num_outputs (default Q) tokens: (B, n, D)
+        batch_size, num_tokens, _ = x.shape
         queries, keys, values = (
-            self.qkv_projection(x).view(batch_size, num_queries, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            self.qkv_projection(x).view(batch_size, num_tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         )  # each (B, H, Q, dh)
+        if num_outputs is not None:
+            # Every new token's key and value joins the memory, but only the last tokens' outputs are read.
+            queries, mask = queries[:, :, num_tokens - num_outputs :], mask[:, num_tokens - num_outputs :]
+        num_queries = queries.shape[2]
         if cache is not None:
             # Keys and values of the memory are those of its cached layer inputs: reuse them instead of recomputing.
-            keys = th.cat([cache[0], keys], dim=2)
-            values = th.cat([cache[1], values], dim=2)
+            keys, values = cache.extend(keys, values)
         num_keys = keys.shape[2]
         relative = self.position_projection(positions).view(num_keys, self.num_heads, self.head_dim).transpose(0, 1)
         # Positional scores by distance, then moved to key columns: distance(i, j) = (K - Q + i) - j.
-        by_distance = (queries + position_bias[:, None]) @ relative.transpose(-1, -2)  # (B, H, Q, K)
+        # One product per head over all batch rows: broadcasting R over the batch would copy it B times.
+        shifted = (queries + position_bias[:, None]).transpose(0, 1).reshape(self.num_heads, -1, self.head_dim)
+        by_distance = (shifted @ relative.transpose(-1, -2)).view(self.num_heads, batch_size, num_queries, num_keys)
+        by_distance = by_distance.transpose(0, 1)  # (B, H, Q, K)
         query_index = th.arange(num_keys - num_queries, num_keys, device=x.device)[:, None]
         distance = (query_index - th.arange(num_keys, device=x.device)[None]).clamp_(0, num_keys - 1)
         position_scores = by_distance.gather(-1, distance.expand(batch_size, self.num_heads, -1, -1))
@@ -86,8 +154,7 @@ class RelativeMultiheadAttention(nn.Module):
             dropout_p=self.dropout if self.training else 0.0,
             scale=self.scale,
         )
-        output = self.output_projection(attended.transpose(1, 2).reshape(batch_size, num_queries, -1))
-        return output, (keys.detach(), values.detach())
+        return self.output_projection(attended.transpose(1, 2).reshape(batch_size, num_queries, -1))
 
 
 class TransformerXLLayer(nn.Module):
@@ -126,16 +193,17 @@ class TransformerXLLayer(nn.Module):
     def forward(
         self,
         x: th.Tensor,
-        cache: tuple[th.Tensor, th.Tensor] | None,
+        cache: KeyValueCache | None,
         positions: th.Tensor,
         content_bias: th.Tensor,
         position_bias: th.Tensor,
         mask: th.Tensor,
-    ) -> tuple[th.Tensor, tuple[th.Tensor, th.Tensor]]:
-        # x: (B, Q, D) -> (B, Q, D), and the keys/values over memory and new tokens (B, H, M + Q, dh)
-        attended, key_values = self.attention(x, cache, positions, content_bias, position_bias, mask)
-        x = self.attention_norm(x + self.dropout(attended))
-        return self.feedforward_norm(x + self.dropout(self.feedforward(x))), key_values
+        num_outputs: int | None = None,
+    ) -> th.Tensor:
+        # x: (B, Q, D) -> (B, n, D) for the last n = num_outputs (default Q) tokens
+        attended = self.attention(x, cache, positions, content_bias, position_bias, mask, num_outputs)
+        x = self.attention_norm(x[:, x.shape[1] - attended.shape[1] :] + self.dropout(attended))
+        return self.feedforward_norm(x + self.dropout(self.feedforward(x)))
 
 
 class TransformerXL(nn.Module):
@@ -174,22 +242,32 @@ class TransformerXL(nn.Module):
         self.position_dropout = nn.Dropout(dropout)
 
     def forward(
-        self, x: th.Tensor, mask: th.Tensor, memory: tuple[tuple[th.Tensor, th.Tensor], ...] | None = None
-    ) -> tuple[th.Tensor, tuple[tuple[th.Tensor, th.Tensor], ...]]:
+        self,
+        x: th.Tensor,
+        mask: th.Tensor,
+        memory: tuple[KeyValueCache, ...] | None = None,
+        num_outputs: int | None = None,
+    ) -> th.Tensor:
         """
         :param x: New token embeddings ``(B, Q, D)``.
         :param mask: ``(B, Q, M + Q)`` True where a query may attend to a key (memory keys first).
-        :param memory: Per layer, the keys and values ``(B, H, M, dh)`` of the memory tokens, or None. Caching keys
-            and values is Transformer-XL's memory of layer inputs with their projections applied once.
-        :return: The outputs ``(B, Q, D)`` and, per layer, the keys and values over memory and new tokens
-            ``(B, H, M + Q, dh)`` (detached), from which the caller keeps the newest tokens as the next memory.
+        :param memory: Per layer, the cache of the ``M`` memory tokens' keys and values (Transformer-XL's memory of
+            layer inputs with their projections applied once), which the new tokens extend in place; None: no memory.
+        :param num_outputs: Return the outputs of only the last ``n`` tokens: the last layer then skips the attention
+            output and feed-forward block of the others (their keys and values are still computed). None: all.
+        :return: The outputs ``(B, n, D)`` (``n = Q`` by default).
         """
-        num_memory = 0 if memory is None else memory[0][0].shape[2]
+        num_memory = 0 if memory is None else len(memory[0])
         positions = self.position_dropout(sinusoidal_encoding(num_memory + x.shape[1], self.embed_dim, x.device))
-        key_values = []
+        last = len(self.layers) - 1
         for index, layer in enumerate(self.layers):
-            x, layer_key_values = layer(
-                x, None if memory is None else memory[index], positions, self.content_bias, self.position_bias, mask
+            x = layer(
+                x,
+                None if memory is None else memory[index],
+                positions,
+                self.content_bias,
+                self.position_bias,
+                mask,
+                num_outputs if index == last else None,
             )
-            key_values.append(layer_key_values)
-        return x, tuple(key_values)
+        return x
