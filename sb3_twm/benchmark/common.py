@@ -58,6 +58,9 @@ def add_common_arguments(parser: argparse.ArgumentParser, repeats: int = 5) -> N
     parser.add_argument("--compile", action="store_true",
                         help="TWM(compile_world_model=True): torch.compile the world-model update (the warm-up "
                              "repeat then includes the compilation)")  # fmt: skip
+    parser.add_argument("--reuse-cpu-memory", choices=["on", "off"], default="on",
+                        help="TWM(reuse_cpu_memory=...): keep memory freed by one update for the next on CPU "
+                             "(default on, as TWM)")  # fmt: skip
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
 
 
@@ -87,6 +90,7 @@ def default_model(args: argparse.Namespace, prefill: int = 2000, **overrides: An
         "device": args.device,
         "mixed_precision": {"auto": None, "on": True, "off": False}[getattr(args, "mixed_precision", "auto")],
         "compile_world_model": bool(getattr(args, "compile", False)),
+        "reuse_cpu_memory": getattr(args, "reuse_cpu_memory", "on") == "on",
     }
     if getattr(args, "batch_size", None):
         kwargs["batch_size"] = args.batch_size

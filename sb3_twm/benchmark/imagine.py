@@ -29,8 +29,9 @@ def run(args: argparse.Namespace) -> int:
         with model._autocast():
             model._imagine(output)
 
-    total = time_repeats(imagine, args.repeats, args.warmup, model.device)
-    parts["imagination"] = time_repeats(imagine_only, args.repeats, 0, model.device)
+    with model.training_memory():  # as learn() trains
+        total = time_repeats(imagine, args.repeats, args.warmup, model.device)
+        parts["imagination"] = time_repeats(imagine_only, args.repeats, 0, model.device)
     reference = REFERENCE_CPU_SECONDS["imagine"] if model.device.type == "cpu" and model.imagination_batch_size == 400 else None
     size = f"{model.imagination_batch_size} x {model.imagination_horizon}"
     rows = [

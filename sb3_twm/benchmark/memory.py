@@ -29,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
     buffer.pos, buffer.full = 0, True
     if model.device.type == "cuda":
         th.cuda.reset_peak_memory_stats(model.device)
-    model._train_step(model.batch_size)
+    with model.training_memory():  # as learn() trains
+        model._train_step(model.batch_size)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB -> GiB
     rows = [
         {"figure": f"dataset observations, {args.dataset_steps} steps (GiB)", "value": buffer.observations.nbytes / 1024**3,

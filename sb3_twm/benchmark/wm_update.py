@@ -22,7 +22,8 @@ def run(args: argparse.Namespace) -> int:
         with model._autocast():
             model.world_model.train_step(batch)
 
-    seconds = time_repeats(update, args.repeats, args.warmup, model.device)
+    with model.training_memory():  # as learn() trains
+        seconds = time_repeats(update, args.repeats, args.warmup, model.device)
     reference = REFERENCE_CPU_SECONDS["wm-update"] if model.device.type == "cpu" and model.batch_size == 100 else None
     figure = f"world-model update, {model.batch_size} x {model.sequence_length}"
     if model.compile_world_model:
