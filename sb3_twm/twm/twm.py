@@ -207,8 +207,8 @@ class TWM(OffPolicyAlgorithm):
     :param compile_world_model: Compile the world-model update's forward and backward passes with ``torch.compile``
         (the observation model and the dynamics model with their losses; acting and imagination stay eager). The
         same computation up to float rounding, with the compiler's own random draws; the first updates pay the
-        compilation (about 80 s on 2 CPU cores at the default sizes), then a default update is about 13 % faster on
-        CPU. Off by default.
+        compilation (about 80 s on 2 CPU cores at the default sizes). On 2 CPU cores it made a default update about
+        13 % faster with glibc's default allocator and is no faster with ``reuse_cpu_memory``. Off by default.
     :param reuse_cpu_memory: While ``learn()`` runs on a CPU device (Linux with glibc), keep the memory that one training
         update frees in the process for the next one instead of returning it to the system: large allocations come
         from the heap and it is not trimmed (``mallopt``), so updates skip the page faults of their large activations
