@@ -85,3 +85,9 @@ def test_gaussian_nll():
     target = th.tensor([[1.0, 1.0]])
     assert gaussian_nll(mean, target).item() == pytest.approx(0.25 + HALF_LOG_TWO_PI)
     assert gaussian_nll(mean, target, sum_dims=(-1,)).item() == pytest.approx(0.5 + 2 * HALF_LOG_TWO_PI)
+
+
+def test_gaussian_nll_refuses_means_and_targets_of_different_shapes():
+    # Broadcasting (B, T, 1) predictions against (B, T) targets would silently compute a (B, T, T) loss.
+    with pytest.raises(ValueError, match=r"one shape, got \(2, 3, 1\) and \(2, 3\)"):
+        gaussian_nll(th.zeros(2, 3, 1), th.zeros(2, 3))

@@ -2,7 +2,14 @@
 
 import argparse
 
-from sb3_twm.benchmark.common import REFERENCE_CPU_SECONDS, add_common_arguments, default_model, report, setup_torch, time_repeats
+from sb3_twm.benchmark.common import (
+    REFERENCE_CPU_SECONDS,
+    add_common_arguments,
+    default_model,
+    report,
+    setup_torch,
+    time_repeats,
+)
 
 DESCRIPTION = "Seconds per imagination rollout + actor-critic update at the default batch (400 x 15)."
 
@@ -32,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     with model.training_memory():  # as learn() trains
         total = time_repeats(imagine, args.repeats, args.warmup, model.device)
         parts["imagination"] = time_repeats(imagine_only, args.repeats, 0, model.device)
-    reference = REFERENCE_CPU_SECONDS["imagine"] if model.device.type == "cpu" and model.imagination_batch_size == 400 else None
+    default_batch = model.device.type == "cpu" and model.imagination_batch_size == 400
+    reference = REFERENCE_CPU_SECONDS["imagine"] if default_batch else None
     size = f"{model.imagination_batch_size} x {model.imagination_horizon}"
     rows = [
         {"figure": f"imagination + actor-critic update, {size}", "seconds": total, "reference": reference},

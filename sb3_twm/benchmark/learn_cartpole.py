@@ -179,8 +179,8 @@ class EvalCurveCallback(BaseCallback):
         if self.verbose >= 1:
             print(
                 f"  seed {self.model.seed} step {record['step']:>6}: mean return, greedy "
-                f"{record['deterministic_mean_return']:6.1f} +- {record['deterministic_std_return']:5.1f}, sampled {record['mean_return']:6.1f} +- "
-                f"{record['std_return']:5.1f}  (train time {record['wall_s']:.0f} s)",
+                f"{record['deterministic_mean_return']:6.1f} +- {record['deterministic_std_return']:5.1f}, "
+                f"sampled {record['mean_return']:6.1f} +- {record['std_return']:5.1f}  (train time {record['wall_s']:.0f} s)",
                 flush=True,
             )
 

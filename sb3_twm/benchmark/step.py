@@ -48,16 +48,17 @@ def run(args: argparse.Namespace) -> int:
     env_steps = args.warmup + args.repeats + 1
     device = model.device
     reference = REFERENCE_CPU_SECONDS["step"] if device.type == "cpu" and model.batch_size == 100 else None
+    # An env step carries 1 or 2 training steps (1.316 on average), so the median leans low: the mean is the cost.
+    mean_seconds = sum(per_step) / len(per_step)
+    a100_hours = round(95_000 * REFERENCE_A100_SECONDS_PER_ENV_STEP / 3600, 1) if device.type == "cuda" else None
     rows = [
         {"figure": "seconds per env step (incl. training)", "seconds": per_step, "reference": reference},
-        # An env step carries 1 or 2 training steps (1.316 on average), so the median leans low: the mean is the cost.
-        {"figure": "mean seconds per env step", "value": sum(per_step) / len(per_step), "reference": reference},
+        {"figure": "mean seconds per env step", "value": mean_seconds, "reference": reference},
         {"figure": "training steps per env step (schedule)", "value": model.steps_per_env_step, "unit": "ratio",
          "reference": REFERENCE_TRAIN_STEPS_PER_ENV_STEP},  # fmt: skip
         {"figure": "training steps in this run", "value": total_updates, "unit": "count"},
-        # Projected from the mean: the median step carries one training step, fewer than the schedule's 1.316.
-        {"figure": "projected hours for 95k steps past prefill", "value": 95_000 * sum(per_step) / len(per_step) / 3600,
-         "unit": "h", "reference": round(95_000 * REFERENCE_A100_SECONDS_PER_ENV_STEP / 3600, 1) if device.type == "cuda" else None},  # fmt: skip
+        {"figure": "projected hours for 95k steps past prefill", "value": 95_000 * mean_seconds / 3600, "unit": "h",
+         "reference": a100_hours},  # fmt: skip
     ]
     report(f"step ({env_steps} env steps)", rows, args, device)
     return 0

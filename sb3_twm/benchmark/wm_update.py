@@ -2,7 +2,14 @@
 
 import argparse
 
-from sb3_twm.benchmark.common import REFERENCE_CPU_SECONDS, add_common_arguments, default_model, report, setup_torch, time_repeats
+from sb3_twm.benchmark.common import (
+    REFERENCE_CPU_SECONDS,
+    add_common_arguments,
+    default_model,
+    report,
+    setup_torch,
+    time_repeats,
+)
 
 DESCRIPTION = "Seconds per world-model update at the default batch (100 x 16)."
 

@@ -1347,6 +1347,10 @@ class TWM(OffPolicyAlgorithm):
 
 
 _DATASET_ARRAYS = ("observations", "actions", "rewards", "terminated", "truncated", "visits")
+# Saved attributes a model cannot be rebuilt without, besides its constructor's parameters.
+_REQUIRED_ATTRIBUTES = {"policy_class", "observation_space", "action_space", "replay_buffer_class", "train_freq", "n_envs"}
+# Key under which _decode_saved_data returns the attributes to leave out.
+_DROPPED = "_twm_dropped_attributes"
 
 
 def _dataset_arrays(buffer: TWMReplayBuffer, stored: int) -> dict[str, np.ndarray]:
@@ -1355,7 +1359,3 @@ def _dataset_arrays(buffer: TWMReplayBuffer, stored: int) -> dict[str, np.ndarra
         **{name: getattr(buffer, name)[:stored] for name in _DATASET_ARRAYS},
         "latest_next_observations": buffer.latest_next_observations,
     }
-# Saved attributes a model cannot be rebuilt without, besides its constructor's parameters.
-_REQUIRED_ATTRIBUTES = {"policy_class", "observation_space", "action_space", "replay_buffer_class", "train_freq", "n_envs"}
-# Key under which _decode_saved_data returns the attributes to leave out.
-_DROPPED = "_twm_dropped_attributes"
