@@ -142,6 +142,22 @@ def test_flags_from_dones_and_timeouts():
     assert no_timeouts.terminated[3, 1] and not no_timeouts.truncated.any()
 
 
+@pytest.mark.parametrize("handle_timeout_termination", [True, False])
+def test_dones_and_timeouts_are_sb3s_arrays(handle_timeout_termination):
+    ours = make_buffer(20, 2, handle_timeout_termination=handle_timeout_termination)
+    sb3 = ReplayBuffer(40, OBS_SPACE, ACT_SPACE, device="cpu", n_envs=2, handle_timeout_termination=handle_timeout_termination)
+    for buffer in (ours, sb3):
+        fill(buffer, 25, dones={3: [0, 1], 6: [1], 21: [0]}, truncations={3: [1], 6: [1]})  # wraps around
+    for name in ("dones", "timeouts"):
+        array = getattr(ours, name)
+        assert array.dtype == np.float32 and array.shape == (20, 2), name
+        np.testing.assert_array_equal(array, getattr(sb3, name), err_msg=name)
+        with pytest.raises(ValueError, match="read-only"):
+            array[0, 0] = 1.0  # a derived view: writing to it would be silently lost
+    # Step 6 of env 1 (truncated) and step 21 of env 0 survive the wrap; step 23 overwrote step 3.
+    assert ours.dones.sum() == 2 and ours.timeouts.sum() == (1 if handle_timeout_termination else 0)
+
+
 def test_recency_balanced_distribution():
     th.manual_seed(123)
     temperature = 20.0
@@ -215,8 +231,9 @@ def test_seeded_sampling_is_deterministic():
 def test_is_replay_buffer_single_copy_and_memory():
     buf = make_buffer(10, 2)
     assert isinstance(buf, ReplayBuffer)
-    assert not hasattr(buf, "next_observations")
-    assert buf.optimize_memory_usage is False and buf.handle_timeout_termination is True
+    # SB3's memory-optimised layout: no second copy of the frames.
+    assert buf.next_observations is None
+    assert buf.optimize_memory_usage is True and buf.handle_timeout_termination is True
 
     big = TWMReplayBuffer(100_000, spaces.Box(0, 255, (4, 64, 64), np.uint8), spaces.Discrete(18), device="cpu")
     assert big.buffer_size == 100_000

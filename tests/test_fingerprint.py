@@ -2,9 +2,8 @@
 
 import json
 
-import pytest
-
 import fingerprint as fp
+import pytest
 
 
 @pytest.mark.parametrize("name", sorted(fp.CONFIGURATIONS))

@@ -10,8 +10,11 @@ site-packages.
 import argparse
 import ast
 import os
+import pickle
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -385,3 +388,55 @@ def test_checkpoint_resume_continues_the_run(tmp_path):
     assert resumed.world_model_kwargs["embed_dim"] == 32 and resumed.learning_starts == 200  # the checkpoint's
     resumed.load_replay_buffer(second / "replay_buffer.pkl")
     assert resumed.replay_buffer.size() == 300 + 100  # the checkpoint's dataset, then the new steps
+
+
+@pytest.mark.slow
+def test_killed_normalised_run_resumes_from_its_first_checkpoint(tmp_path):
+    """
+    CartPole (VecNormalize): ``--save-freq`` writes model, dataset and the statistics of that step; the run is killed
+    (SIGKILL) after its first checkpoint, and ``-i <checkpoint>`` continues it with all three.
+    """
+    args = ["rl_zoo3.train", "--algo", "twm", "--env", "CartPole-v1", "--seed", "0", "--eval-freq", "-1"]
+    env = {key: value for key, value in os.environ.items() if key != "SB3_TWM_NO_ZOO_HOOK"}
+    env["OMP_NUM_THREADS"] = "1"
+    command = [sys.executable, "-m", *args, "-n", "100000", "--save-freq", "250", *tiny_params()]
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    run_folder = tmp_path / "logs" / "twm" / "CartPole-v1_1"
+    names = ("rl_model_250_steps.zip", "rl_model_replay_buffer_250_steps.pkl", "rl_model_vecnormalize_250_steps.pkl")
+    try:
+        deadline = time.monotonic() + COMMAND_TIMEOUT
+        # The statistics are written last; the next checkpoint's model shows that they are complete.
+        while not (run_folder / "rl_model_500_steps.zip").exists():
+            assert process.poll() is None, process.stderr.read().decode()[-4000:]
+            assert time.monotonic() < deadline, "no second checkpoint in time"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.stderr.close()
+    assert process.returncode == -signal.SIGKILL
+    assert all((run_folder / name).is_file() for name in names)
+    assert not (run_folder / "CartPole-v1.zip").exists()  # the run never finished
+
+    with open(run_folder / "rl_model_vecnormalize_250_steps.pkl", "rb") as file:
+        saved_statistics = pickle.load(file)
+    assert saved_statistics.obs_rms.count > 250  # updated on every step (count starts at 1e-4)
+    checkpoint = "logs/twm/CartPole-v1_1/rl_model_250_steps.zip"
+    result = run([*args, "-i", checkpoint, "-n", "100"], tmp_path)
+    out = check(result)
+    assert "Loading replay buffer logs/twm/CartPole-v1_1/rl_model_replay_buffer_250_steps.pkl" in out
+    assert "Loading VecNormalize statistics logs/twm/CartPole-v1_1/rl_model_vecnormalize_250_steps.pkl" in out
+    for warning in ("restarts its step counter", "not from the same checkpoint", "No dataset found"):
+        assert warning not in result.stderr, result.stderr[-4000:]
+    second = tmp_path / "logs" / "twm" / "CartPole-v1_2"
+    resumed = TWM.load(second / "CartPole-v1.zip")
+    assert resumed.num_timesteps == 250 + 100 and resumed._n_updates > TWM.load(run_folder / names[0])._n_updates
+    # The run goes on with its own (tiny) hyperparameters, not the CartPole-v1 entry of twm.yml.
+    assert resumed.learning_starts == 200 and resumed.world_model_kwargs["embed_dim"] == 32
+    assert "are kept (the configuration's differ)" in out and "'learning_starts'" in out
+    with open(second / "CartPole-v1" / "vecnormalize.pkl", "rb") as file:
+        final_statistics = pickle.load(file)
+    # The resumed run went on from the checkpoint's statistics: 100 more observations (plus the resets' ones).
+    assert saved_statistics.obs_rms.count + 100 <= final_statistics.obs_rms.count <= saved_statistics.obs_rms.count + 110

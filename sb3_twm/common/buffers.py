@@ -9,9 +9,11 @@ forgetting old data entirely.
 
 The buffer subclasses SB3's :class:`~stable_baselines3.common.buffers.ReplayBuffer` so that
 ``save_replay_buffer`` / ``load_replay_buffer`` and the off-policy collection loop accept it,
-but it stores the frames only once (no ``next_observations`` copy): the next observation of
-step ``t`` is the observation stored at ``t + 1``, and the newest next observation per
-environment is kept separately in ``latest_next_observations``.
+but it stores the frames only once, as SB3's memory-optimised layout does (``optimize_memory_usage``
+is True and ``next_observations`` is None): the next observation of step ``t`` is the observation
+stored at ``t + 1``, and the newest next observation per environment is kept separately in
+``latest_next_observations``. SB3's ``dones`` and ``timeouts`` arrays are read-only views derived
+from the ``terminated`` and ``truncated`` flags it keeps.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ class TWMReplayBuffer(ReplayBuffer):
     :param device: PyTorch device used by SB3's ``sample()``
     :param n_envs: Number of parallel environments
     :param optimize_memory_usage: Accepted for SB3 compatibility and ignored: this buffer always
-        stores a single copy of the observations
+        stores a single copy of the observations (the attribute is always True)
     :param handle_timeout_termination: Record ``TimeLimit.truncated`` infos as truncations instead
         of terminations
     :param temperature: Temperature of the recency-balanced sampling; larger values make the
@@ -118,7 +120,9 @@ class TWMReplayBuffer(ReplayBuffer):
         # frames (next_observations), which does not fit for 100k Atari steps.
         BaseBuffer.__init__(self, buffer_size, observation_space, action_space, device, n_envs=int(n_envs))
         self.buffer_size = max(int(buffer_size) // self.n_envs, 1)
-        self.optimize_memory_usage = False
+        # SB3's memory-optimised layout: one copy of the frames, no next_observations array.
+        self.optimize_memory_usage = True
+        self.next_observations = None
         self.handle_timeout_termination = handle_timeout_termination
         self.temperature = float(temperature)
 
@@ -199,6 +203,26 @@ class TWMReplayBuffer(ReplayBuffer):
         if self.size() == 0:
             return
         self.truncated[(self.pos - 1) % self.buffer_size] = True
+
+    @property
+    def dones(self) -> np.ndarray:
+        """
+        SB3's ``ReplayBuffer.dones``: ``(buffer_size, n_envs)`` float32, 1 where the episode ended after the step
+        (terminated or truncated). A read-only array computed from the flags.
+        """
+        dones = (self.terminated | self.truncated).astype(np.float32)
+        dones.flags.writeable = False
+        return dones
+
+    @property
+    def timeouts(self) -> np.ndarray:
+        """
+        SB3's ``ReplayBuffer.timeouts``: ``(buffer_size, n_envs)`` float32, 1 where the episode was truncated
+        (``TimeLimit.truncated``) after the step. A read-only array computed from the flags.
+        """
+        timeouts = self.truncated.astype(np.float32)
+        timeouts.flags.writeable = False
+        return timeouts
 
     # ------------------------------------------------------------------ indexing helpers
 
@@ -360,6 +384,17 @@ class TWMReplayBuffer(ReplayBuffer):
         return self.observations[: self.size()].reshape(-1, *self.obs_shape)
 
     # ------------------------------------------------------------------ SB3 compatibility
+
+    def sample(self, batch_size: int, env: VecNormalize | None = None) -> ReplayBufferSamples:
+        """
+        Single transitions, uniformly over the stored steps (SB3's ``BaseBuffer.sample``): every stored step has its
+        next observation here, so none is excluded as in SB3's memory-optimised ``ReplayBuffer.sample``.
+
+        :param batch_size: Number of transitions.
+        :param env: Associated VecEnv to normalize observations/rewards.
+        :return: SB3 replay samples as torch tensors.
+        """
+        return BaseBuffer.sample(self, batch_size, env=env)
 
     def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> ReplayBufferSamples:
         """

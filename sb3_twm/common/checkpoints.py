@@ -22,6 +22,7 @@ import contextlib
 import importlib
 import io
 import json
+import math
 import os
 import pathlib
 import random
@@ -275,10 +276,13 @@ def encode_value(value: Any) -> Any:
     :param value: The attribute.
     :return: JSON-able data; what cannot be stored without pickle becomes an ``unsaved`` marker.
     """
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        # Strict JSON has no inf/nan (the dataset's metadata is written with allow_nan=False).
+        return {TAG: "float", "value": _encode_float(value)}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    if isinstance(value, np.generic):
-        return value.item()
     if isinstance(value, list):
         return [encode_value(item) for item in value]
     if isinstance(value, tuple) and not hasattr(value, "_fields"):
@@ -343,11 +347,33 @@ def _encode_array(array: np.ndarray) -> dict[str, Any]:
         return _unsaved(array)
     encoded: dict[str, Any] = {TAG: "ndarray", "dtype": array.dtype.str, "shape": list(array.shape)}
     flat = array.reshape(-1)
-    if flat.size > 0 and np.all(flat == flat[0]):
-        encoded["fill"] = flat[0].item()  # images' bounds are uniform: one number instead of 16k
+    # Non-finite floats (e.g. a Box's infinite bounds) as the strings "inf", "-inf", "nan": strict JSON has no others.
+    non_finite = array.dtype.kind == "f" and not np.all(np.isfinite(flat))
+    if flat.size > 0 and (np.all(flat == flat[0]) or (non_finite and np.all(np.isnan(flat)))):
+        # Images' bounds are uniform: one number instead of 16k.
+        encoded["fill"] = _encode_float(flat[0].item()) if non_finite else flat[0].item()
+    elif non_finite:
+        encoded["data"] = [_encode_float(item) for item in flat.tolist()]
     else:
         encoded["data"] = flat.tolist()
     return encoded
+
+
+_NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+
+
+def _encode_float(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
+
+
+def _decode_float(value: Any) -> Any:
+    if isinstance(value, str):
+        if value not in _NON_FINITE:
+            raise CheckpointError(f"expected a number or one of {sorted(_NON_FINITE)}, got {value[:40]!r}")
+        return _NON_FINITE[value]
+    return value
 
 
 def decode_value(encoded: Any) -> Any:
@@ -366,6 +392,8 @@ def decode_value(encoded: Any) -> Any:
         return {key: decode_value(item) for key, item in encoded.items()}
     if kind == "tuple":
         return tuple(decode_value(item) for item in encoded["items"])
+    if kind == "float":
+        return float(_decode_float(encoded["value"]))
     if kind == "TrainFreq":
         return TrainFreq(int(encoded["frequency"]), TrainFrequencyUnit(encoded["unit"]))
     if kind == "deque":
@@ -408,8 +436,11 @@ def _decode_array(encoded: dict[str, Any]) -> np.ndarray:
     dtype = _plain_dtype(encoded["dtype"])
     shape = tuple(int(size) for size in encoded["shape"])
     if "fill" in encoded:
-        return np.full(shape, encoded["fill"], dtype=dtype)
-    return np.asarray(encoded["data"], dtype=dtype).reshape(shape)
+        return np.full(shape, _decode_float(encoded["fill"]), dtype=dtype)
+    data = encoded["data"]
+    if dtype.kind == "f" and isinstance(data, list):
+        data = [_decode_float(item) for item in data]
+    return np.asarray(data, dtype=dtype).reshape(shape)
 
 
 def resolve_class(module: str, qualname: str, allow_import: bool = False) -> type:
@@ -648,6 +679,16 @@ def read_npz_into(
     return metadata
 
 
+def _checkpoint_name(model_path: pathlib.Path) -> tuple[str, str] | None:
+    # ``<prefix>_<N>_steps.zip`` (SB3's CheckpointCallback) -> (prefix, N); any other name -> None.
+    stem = model_path.name[: -len(".zip")] if model_path.name.endswith(".zip") else model_path.name
+    prefix, _, rest = stem.rpartition("_")
+    if rest != "steps":
+        return None
+    prefix, _, steps = prefix.rpartition("_")
+    return (prefix, steps) if prefix and steps.isdigit() else None
+
+
 def dataset_path_for_checkpoint(model_path: str | pathlib.Path) -> pathlib.Path | None:
     """
     The dataset that belongs to a model checkpoint, by the names SB3 and rl-zoo3 give them.
@@ -659,13 +700,25 @@ def dataset_path_for_checkpoint(model_path: str | pathlib.Path) -> pathlib.Path 
     :return: The dataset path, or None when there is none.
     """
     model_path = pathlib.Path(model_path)
-    stem = model_path.name[: -len(".zip")] if model_path.name.endswith(".zip") else model_path.name
-    prefix, _, rest = stem.rpartition("_")
-    candidates = []
-    if rest == "steps":
-        prefix, _, steps = prefix.rpartition("_")
-        if steps.isdigit():
-            candidates.append(model_path.parent / f"{prefix}_replay_buffer_{steps}_steps.pkl")
+    name = _checkpoint_name(model_path)
+    if name is not None:
+        candidate = model_path.parent / f"{name[0]}_replay_buffer_{name[1]}_steps.pkl"
     else:
-        candidates.append(model_path.parent / "replay_buffer.pkl")
-    return next((candidate for candidate in candidates if candidate.is_file()), None)
+        candidate = model_path.parent / "replay_buffer.pkl"
+    return candidate if candidate.is_file() else None
+
+
+def vecnormalize_path_for_checkpoint(model_path: str | pathlib.Path) -> pathlib.Path | None:
+    """
+    The ``VecNormalize`` statistics saved with a model checkpoint: ``<dir>/<prefix>_vecnormalize_<N>_steps.pkl`` for
+    ``<dir>/<prefix>_<N>_steps.zip`` (``CheckpointCallback(save_vecnormalize=True)``), when the file exists.
+
+    :param model_path: The model zip.
+    :return: The statistics' path, or None (not a checkpoint, or saved without them).
+    """
+    model_path = pathlib.Path(model_path)
+    name = _checkpoint_name(model_path)
+    if name is None:
+        return None
+    candidate = model_path.parent / f"{name[0]}_vecnormalize_{name[1]}_steps.pkl"
+    return candidate if candidate.is_file() else None

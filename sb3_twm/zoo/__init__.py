@@ -8,7 +8,8 @@ module they patch; ``SB3_TWM_NO_ZOO_HOOK=1`` turns it off. ``python -m sb3_twm.z
 
 Exact resume through the zoo (see :func:`patch_experiment_manager`): every ``--save-freq`` checkpoint of ``--algo twm``
 is a model + dataset pair (``rl_model_<N>_steps.zip`` and ``rl_model_replay_buffer_<N>_steps.pkl``, an ``.npz``
-whatever the name), and ``-i`` loads the model with the dataset that belongs to it and continues its step counter::
+whatever the name), plus ``rl_model_vecnormalize_<N>_steps.pkl`` when the env is normalised, and ``-i`` loads the
+model with the dataset and the statistics that belong to it and continues its step counter::
 
     python -m rl_zoo3.train --algo twm --env PongNoFrameskip-v4 --seed 0 --save-freq 10000
     python -m rl_zoo3.train --algo twm --env PongNoFrameskip-v4 --seed 0 \
@@ -28,7 +29,7 @@ from pprint import pprint
 from types import ModuleType
 from typing import Any
 
-from sb3_twm.common.checkpoints import dataset_path_for_checkpoint
+from sb3_twm.common.checkpoints import dataset_path_for_checkpoint, vecnormalize_path_for_checkpoint
 from sb3_twm.twm.twm import TWM
 from sb3_twm.zoo.hyperparams_opt import BASE_HYPERPARAMS, convert_twm_params, sample_twm_params
 
@@ -89,9 +90,15 @@ def patch_experiment_manager(exp_manager_module: ModuleType) -> None:
     - without ``--conf-file``, read sb3-twm's ``twm.yml`` (rl-zoo3 itself has none; if it ever ships one, it wins);
     - ``-optimize``: give the sampler the configuration being tuned, so that the search is anchored at it;
     - ``--trial-id``: merge the trial's nested kwargs into the configured ones (yml, trial, then ``-params``);
-    - ``--save-freq``: the checkpoints hold the dataset too (``CheckpointCallback(save_replay_buffer=True)``), as a
-      TWM checkpoint without its dataset cannot resume;
-    - ``-i <model.zip>``: load the model (its policy and ``policy_kwargs`` are the saved ones) and the dataset that
+    - ``--save-freq``: the checkpoints hold the dataset and the ``VecNormalize`` statistics too
+      (``CheckpointCallback(save_replay_buffer=True, save_vecnormalize=True)``), as a TWM checkpoint cannot resume
+      without its dataset, nor a normalised run without the statistics of that step;
+    - ``-i <checkpoint>``: the envs are normalised with the checkpoint's own statistics
+      (``<prefix>_vecnormalize_<N>_steps.pkl``) when it has them, instead of rl-zoo3's ``<run>/<env id>/vecnormalize.pkl``
+      (which a killed run never wrote, and which holds the statistics of the run's end, not of the checkpoint);
+    - ``-i <model.zip>``: load the model with its own hyperparameters (its policy and ``policy_kwargs`` always; every
+      other one unless ``-params`` sets it on this command line: the configuration's entry is not applied to a
+      resumed run, and differing values are named), the dataset that
       belongs to it (:func:`~sb3_twm.common.checkpoints.dataset_path_for_checkpoint`:
       ``<prefix>_replay_buffer_<N>_steps.pkl`` for a checkpoint ``<prefix>_<N>_steps.zip``, else ``replay_buffer.pkl``
       next to the model; a trained model without one warns), then continue the run:
@@ -102,6 +109,8 @@ def patch_experiment_manager(exp_manager_module: ModuleType) -> None:
         return
     original_init, original_objective, original_read = cls.__init__, cls.objective, cls.read_hyperparameters
     original_callbacks, original_load, original_learn = cls.create_callbacks, cls._load_pretrained_agent, cls.learn
+    original_normalize = cls._maybe_normalize
+    vec_normalize_class = exp_manager_module.VecNormalize
     checkpoint_callback_class = exp_manager_module.CheckpointCallback
     zoo_defaults = _zoo_default_configs(exp_manager_module)
 
@@ -148,16 +157,33 @@ def patch_experiment_manager(exp_manager_module: ModuleType) -> None:
             return
         for callback in self.callbacks:
             if isinstance(callback, checkpoint_callback_class):
-                callback.save_replay_buffer = True  # a TWM checkpoint without its dataset cannot resume
+                # A TWM checkpoint cannot resume without its dataset, nor a normalised run without its statistics.
+                callback.save_replay_buffer = True
+                callback.save_vecnormalize = True
+
+    @functools.wraps(original_normalize)
+    def _maybe_normalize(self: Any, env: Any, eval_env: bool) -> Any:
+        statistics = vecnormalize_path_for_checkpoint(self.trained_agent) if self.trained_agent else None
+        if self.algo != ALGO_NAME or statistics is None:
+            return original_normalize(self, env, eval_env)
+        print(f"Loading VecNormalize statistics {statistics}")
+        env = vec_normalize_class.load(str(statistics), env)
+        if eval_env:
+            # As rl-zoo3 does for evaluation envs: frozen statistics, raw rewards.
+            env.training = False
+            env.norm_reward = False
+        return env
 
     @functools.wraps(original_load)
     def _load_pretrained_agent(self: Any, hyperparams: dict[str, Any], env: Any) -> Any:
         if self.algo != ALGO_NAME:
             return original_load(self, hyperparams, env)
         print("Loading pretrained agent")
-        # The policy and its kwargs are saved in the model and cannot change (the zoo drops them too).
-        hyperparams.pop("policy", None)
-        hyperparams.pop("policy_kwargs", None)
+        # The policy and its kwargs are saved in the model and cannot change (the zoo drops them too). The run goes
+        # on with the checkpoint's own hyperparameters: only what -params sets on this command line changes them
+        # (the configuration file's entry may differ from what the run was started with, e.g. by -params then).
+        explicit = set(self.custom_hyperparams or {}) - {"policy", "policy_kwargs"}
+        overrides = {key: value for key, value in hyperparams.items() if key in explicit}
         model = exp_manager_module.ALGOS[self.algo].load(
             self.trained_agent,
             env=env,
@@ -165,8 +191,19 @@ def patch_experiment_manager(exp_manager_module: ModuleType) -> None:
             tensorboard_log=self.tensorboard_log,
             verbose=self.verbose,
             device=self.device,
-            **hyperparams,
+            **overrides,
         )
+        differing = sorted(
+            key
+            for key, value in hyperparams.items()
+            if key not in explicit and key not in ("policy", "policy_kwargs") and not callable(value)
+            and hasattr(model, key) and getattr(model, key) != value
+        )  # fmt: skip
+        if differing:
+            print(
+                f"The checkpoint's values of {differing} are kept (the configuration's differ): pass -params "
+                "key:value to change one."
+            )
         dataset_path = dataset_path_for_checkpoint(self.trained_agent)
         if dataset_path is not None:
             print(f"Loading replay buffer {dataset_path}")
@@ -195,6 +232,7 @@ def patch_experiment_manager(exp_manager_module: ModuleType) -> None:
     cls.objective = objective
     cls.read_hyperparameters = read_hyperparameters
     cls.create_callbacks = create_callbacks
+    cls._maybe_normalize = _maybe_normalize
     cls._load_pretrained_agent = _load_pretrained_agent
     cls.learn = learn
     cls._sb3_twm_patched = True
