@@ -305,3 +305,32 @@ def test_mixed_precision_is_off_on_cpu_by_default_and_trains_when_asked(pong_env
     assert model._n_updates == 25
     assert all(th.isfinite(p).all() and p.dtype == th.float32 for p in model.world_model.parameters())
     assert all(th.isfinite(p).all() for p in model.critic.parameters())
+
+
+def test_replay_buffer_passes_sb3s_save_load_checks(tiny_kwargs, tmp_path):
+    """SB3's own ``test_save_load_replay_buffer`` (stable-baselines3 2.9.2, tests/test_save_load.py), on TWM."""
+    from copy import deepcopy
+
+    kwargs = {**tiny_kwargs, "learning_starts": 100, "buffer_size": 1000}
+    kwargs["policy_kwargs"] = dict(net_arch=[64], latent_categoricals=4, latent_classes=4)
+    model = TWM("MlpPolicy", "CartPole-v1", **kwargs)
+    model.learn(150)
+    old_replay_buffer = deepcopy(model.replay_buffer)
+    model.save_replay_buffer(tmp_path / "replay_buffer.pkl")
+    model.replay_buffer = None
+    for device in ["cpu", "cuda"]:
+        model.device = th.device(device)
+        model.load_replay_buffer(tmp_path / "replay_buffer.pkl")
+        assert model.replay_buffer.device.type == model.device.type
+    for name in ("observations", "actions", "rewards", "dones", "timeouts"):
+        assert np.allclose(getattr(old_replay_buffer, name), getattr(model.replay_buffer, name)), name
+    assert old_replay_buffer.dones.sum() > 0  # CartPole's episodes ended in 150 random steps
+    infos = [[{"TimeLimit.truncated": truncated}] for truncated in old_replay_buffer.timeouts]
+    model.replay_buffer.extend(
+        old_replay_buffer.observations,
+        old_replay_buffer.observations,
+        old_replay_buffer.actions,
+        old_replay_buffer.rewards,
+        old_replay_buffer.dones,
+        infos,
+    )

@@ -1291,6 +1291,7 @@ class TWM(OffPolicyAlgorithm):
         metadata = read_npz_into(path, functools.partial(self._dataset_destinations, buffer))
         buffer.pos, buffer.full = int(metadata["pos"]), bool(metadata["full"])
         self._check_dataset_content(name, buffer)
+        buffer.device = self.device  # as SB3's load_replay_buffer: the model's device, whatever the buffer resolved
         saved_at = metadata.get("num_timesteps")
         if self.num_timesteps > 0 and saved_at != self.num_timesteps:
             warnings.warn(
