@@ -22,7 +22,10 @@ import gymnasium as gym
 import numpy as np
 import torch as th
 from stable_baselines3.common.logger import KVWriter, Logger
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
+import sb3_twm
 from sb3_twm import TWM
 from sb3_twm.common.atari import make_twm_atari_env
 
@@ -67,6 +70,22 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
         "kwargs": dict(
             TINY,
             target_update_interval=3,
+            policy_kwargs=dict(
+                net_arch=[32, 32],
+                latent_categoricals=4,
+                latent_classes=4,
+                encoder_hidden_dims=[32],
+                decoder_hidden_dims=[32],
+            ),
+        ),
+    },
+    "mlp-cartpole-vecnormalize-2envs": {
+        "policy": "MlpPolicy",
+        "timesteps": 700,
+        "kwargs": dict(
+            TINY,
+            world_model_train_steps=2,
+            normalize_advantage=True,
             policy_kwargs=dict(
                 net_arch=[32, 32],
                 latent_categoricals=4,
@@ -128,6 +147,8 @@ def _state_digest(state: Any) -> str:
 def make_env(name: str) -> Any:
     if name == "cnn-pong":
         return make_twm_atari_env("PongNoFrameskip-v4", n_envs=1, seed=0)
+    if name == "mlp-cartpole-vecnormalize-2envs":
+        return VecNormalize(DummyVecEnv([lambda: Monitor(gym.make("CartPole-v1"))] * 2), norm_reward=True)
     return gym.make("CartPole-v1")
 
 
@@ -194,16 +215,19 @@ def machine() -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--write", action="store_true", help="record the fingerprints of this machine")
+    parser.add_argument("--only", nargs="*", default=None, help="configurations to run (default: all)")
     args = parser.parse_args(argv)
     th.set_num_threads(1)
-    current = {name: fingerprint(name) for name in CONFIGURATIONS}
+    current = {name: fingerprint(name) for name in (args.only or CONFIGURATIONS)}
     if args.write:
         FIXTURE.parent.mkdir(parents=True, exist_ok=True)
-        FIXTURE.write_text(json.dumps({"machine": machine(), "fingerprints": current}, indent=2) + "\n")
+        recorded = json.loads(FIXTURE.read_text()) if FIXTURE.exists() and args.only else {"fingerprints": {}}
+        fingerprints = {**recorded["fingerprints"], **current}
+        FIXTURE.write_text(json.dumps({"machine": machine(), "fingerprints": fingerprints}, indent=2) + "\n")
         print(f"wrote {FIXTURE}")
         return 0
     recorded = json.loads(FIXTURE.read_text())
-    print("recorded on", recorded["machine"], "\nthis machine", machine())
+    print("recorded on", recorded["machine"], "\nthis machine", machine(), "\nsb3_twm from", sb3_twm.__file__)
     same = True
     for name, parts in current.items():
         for part, digest in parts.items():

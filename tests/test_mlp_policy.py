@@ -142,12 +142,15 @@ def test_vec_normalize_observations_are_normalized_for_the_world_model(tiny_kwar
     assert model._n_updates > 0
     batch = model.replay_buffer.sample_sequences(4, 8)
     assert batch.observations.min() < -20 and batch.observations.max() > 120  # stored unnormalised
-    features = model._to_torch(batch).observations
+    features = model.replay_buffer.to_world_model_batch(batch, model.get_vec_normalize_env()).observations
     expected = th.as_tensor(venv.normalize_obs(batch.observations), dtype=th.float32)
     th.testing.assert_close(features, expected)
     assert features.abs().max() < 3.0
     starts = model.replay_buffer.sample_observations(5)
-    th.testing.assert_close(model._to_float(starts), th.as_tensor(venv.normalize_obs(starts), dtype=th.float32))
+    th.testing.assert_close(
+        model.replay_buffer.observation_features(starts, model.get_vec_normalize_env()),
+        th.as_tensor(venv.normalize_obs(starts), dtype=th.float32),
+    )
 
 
 @pytest.mark.parametrize("train_ratio", [0.25, 1.0, 2.0])

@@ -70,7 +70,7 @@ def test_observation_losses_and_coefficients():
     th.manual_seed(0)
     space = image_space((4, 64, 64))
     encoder = make_encoder(space, 4, 4, cnn_channels=4, hidden_dims=[16])
-    model = ObservationModel(encoder, make_decoder(space, encoder.latent_dim, cnn_channels=4), entropy_coef=5.0)
+    model = ObservationModel(encoder, make_decoder(space, encoder.latent_dim, cnn_channels=4), latent_entropy_coef=5.0)
     logits, z, terms = model.reconstruction_entropy_losses(th.rand(2, 3, 4, 64, 64))
     assert logits.shape == (2, 3, 4, 4) and z.shape == (2, 3, 16)
     expected = terms["reconstruction_loss"] + 5.0 * terms["latent_entropy_loss"]

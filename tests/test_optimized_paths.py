@@ -108,7 +108,7 @@ def test_compiled_world_model_update_matches_the_eager_update(monkeypatch):
     for compile_training in (False, True):
         world_model = _tiny_world_model(compile_training)
         th.manual_seed(3)
-        _, terms = world_model.train_step(batch)
+        _, terms, _ = world_model.train_step(batch)
         results.append((terms, dict(world_model.named_parameters())))
     (eager_terms, eager_parameters), (compiled_terms, compiled_parameters) = results
     assert eager_terms.keys() == compiled_terms.keys()

@@ -31,7 +31,7 @@ from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import nn
 
-import sb3_twm.twm.twm as twm_module
+import sb3_twm.twm.actor_critic as actor_critic_module
 from sb3_twm import TWM
 from sb3_twm.common.atari import make_twm_atari_env
 from sb3_twm.common.checkpoints import CheckpointError, atomic_write, dataset_path_for_checkpoint
@@ -605,13 +605,13 @@ def trained(tiny_kwargs, tmp_path) -> TWM:
 
 
 def test_non_finite_world_model_loss_skips_the_update(trained, monkeypatch):
-    to_torch = trained._to_torch
+    to_world_model_batch = trained.replay_buffer.to_world_model_batch
 
-    def nan_rewards(batch):
-        tensors = to_torch(batch)
+    def nan_rewards(batch, env=None):
+        tensors = to_world_model_batch(batch, env)
         return tensors._replace(rewards=tensors.rewards * float("nan"))
 
-    monkeypatch.setattr(trained, "_to_torch", nan_rewards)
+    monkeypatch.setattr(trained.replay_buffer, "to_world_model_batch", nan_rewards)
     before = state(trained)
     with pytest.warns(RuntimeWarning, match="skipped an update of the dynamics model"):
         trained.train(gradient_steps=4, batch_size=trained.batch_size)  # 4 env steps * 0.25 = one training step
@@ -625,8 +625,8 @@ def test_non_finite_world_model_loss_skips_the_update(trained, monkeypatch):
 
 
 def test_non_finite_critic_loss_skips_only_the_critic_update(trained, monkeypatch):
-    critic_loss = twm_module.critic_loss
-    monkeypatch.setattr(twm_module, "critic_loss", lambda *args: critic_loss(*args) * float("nan"))
+    critic_loss = actor_critic_module.critic_loss
+    monkeypatch.setattr(actor_critic_module, "critic_loss", lambda *args: critic_loss(*args) * float("nan"))
     before = state(trained)
     with pytest.warns(RuntimeWarning, match="skipped an update of the critic"):
         trained.train(gradient_steps=4, batch_size=trained.batch_size)

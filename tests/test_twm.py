@@ -155,12 +155,12 @@ def test_defaults_equal_the_specification(pong_env):
     assert [o.defaults["eps"] for o in model._optimizers()] == [1e-5] * 4
     assert [o.defaults["weight_decay"] for o in model._optimizers()] == [1e-6] * 4
     assert (model.world_model.observation_max_grad_norm, model.world_model.dynamics_max_grad_norm) == (100.0, 100.0)
-    assert (model._actor_max_grad_norm, model._critic_max_grad_norm) == (1.0, 1.0)
+    assert (model.actor_critic.actor_max_grad_norm, model.actor_critic.critic_max_grad_norm) == (1.0, 1.0)
     dynamics = model.world_model.dynamics_model
     assert dynamics.memory_length == 16 and dynamics.memory_tokens == 50
     assert model.world_model.reward_coef == 10.0 and model.world_model.discount_coef == 50.0
     observation_model = model.world_model.observation_model
-    assert (observation_model.entropy_coef, observation_model.consistency_coef) == (5.0, 0.01)
+    assert (observation_model.latent_entropy_coef, observation_model.consistency_coef) == (5.0, 0.01)
 
 
 def test_save_load_identical_predictions_and_parameters(pong_env, tiny_kwargs, tmp_path):

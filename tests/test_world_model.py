@@ -8,6 +8,7 @@ from gymnasium import spaces
 from sb3_twm.common.buffers import TWMReplayBuffer
 from sb3_twm.world_model import (
     DynamicsModel,
+    ImaginationStart,
     ObservationModel,
     WorldModel,
     WorldModelBatch,
@@ -59,7 +60,7 @@ def test_training_on_pong_lowers_reconstruction_and_reward_losses(pong_recording
     world_model = tiny_world_model()
     history = []
     for _ in range(120):
-        output, terms = world_model.train_step(to_batch(buffer.sample_sequences(8, 16)))
+        output, terms, _ = world_model.train_step(to_batch(buffer.sample_sequences(8, 16)))
         history.append({key: value.item() for key, value in terms.items()})
     assert output.z.shape == (8, 17, 64) and output.dones.shape == (8, 17)
     pixels = 4 * 64 * 64
@@ -101,7 +102,7 @@ def test_pretraining_steps_touch_one_model_each():
     )  # fmt: skip
     assert all(th.equal(a, b) for a, b in zip(encoder_before, world_model.observation_model.parameters()))
     assert not all(th.equal(a, b) for a, b in zip(dynamics_before, world_model.dynamics_model.parameters()))
-    terms = world_model.pretrain_observation_step(th.rand(5, 4, 64, 64))
+    terms = world_model.pretrain_observation_step(th.rand(5, 4, 64, 64)).metrics
     assert "reconstruction_loss" in terms and "consistency_loss" not in terms
 
 
@@ -117,8 +118,8 @@ def test_imagination_shapes_weights_and_restarts():
         restarts.append(count)
         return z[:count]
 
-    trajectories = imagine(dynamics, z, th.zeros(N, dtype=th.long), th.zeros(N), th.zeros(N, dtype=th.bool), z,
-                           lambda latents: th.randint(0, 3, (latents.shape[0],)), H, 0.1, restart)  # fmt: skip
+    start = ImaginationStart(z, th.zeros(N, dtype=th.long), th.zeros(N), th.zeros(N, dtype=th.bool), z)
+    trajectories = imagine(dynamics, start, lambda latents: th.randint(0, 3, (latents.shape[0],)), H, 0.1, restart)
     assert dynamics.training  # the training mode is restored
     assert trajectories.z.shape == (N, H + 1, latent)
     assert trajectories.actions.shape == (N, H) and trajectories.rewards.shape == (N, H)
@@ -130,7 +131,6 @@ def test_imagination_shapes_weights_and_restarts():
     assert th.allclose(trajectories.weights[:, 1:], expected, atol=1e-6)
     assert not trajectories.dones.any() and not restarts
     # A threshold above every discount restarts every rollout after every step, from fresh latents.
-    restarted = imagine(dynamics, z, th.zeros(N, dtype=th.long), th.zeros(N), th.zeros(N, dtype=th.bool), z,
-                        lambda latents: th.randint(0, 3, (latents.shape[0],)), H, 0.99, restart)  # fmt: skip
+    restarted = imagine(dynamics, start, lambda latents: th.randint(0, 3, (latents.shape[0],)), H, 0.99, restart)
     assert restarted.dones.all() and restarts == [N] * H
     assert th.all(restarted.weights == 1.0)

@@ -14,7 +14,7 @@ DESCRIPTION = "Env steps/s on an Atari game with TWM's wrappers, with random act
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_common_arguments(parser, repeats=3)
+    add_common_arguments(parser, repeats=3, training=False)
     parser.add_argument("--env", default="PongNoFrameskip-v4")
     parser.add_argument("--steps", type=int, default=500, help="env steps per repeat")
 

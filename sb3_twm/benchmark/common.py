@@ -14,18 +14,7 @@ import torch as th
 from gymnasium import spaces
 
 from sb3_twm import TWM
-
-# The reference implementation (jrobine/twm, default sizes, Pong's 6 actions, random uint8 frames, its own update
-# functions called as its trainer calls them) on a 2-core CPU with torch 2.13 and 2 threads, median of 3 after a
-# warm-up (the project's measurement, twm-spec.md section 9). On an A100 the authors report ~0.37 s per env step.
-REFERENCE_CPU_SECONDS = {
-    "wm-update": 19.6,
-    "imagine": 8.7,
-    "step": 37.3,
-}
-REFERENCE_TRAIN_STEPS_PER_ENV_STEP = 1.316
-REFERENCE_A100_SECONDS_PER_ENV_STEP = 0.37
-
+from sb3_twm.benchmark.reference import REFERENCE_MACHINE
 
 class RandomFramesEnv(gym.Env):
     """Random stacked frames and 6 actions: the input the reference's figures were measured on."""
@@ -42,26 +31,30 @@ class RandomFramesEnv(gym.Env):
         return self.observation_space.sample(), float(self.np_random.random() < 0.05), False, False, {}
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, repeats: int = 5) -> None:
+def add_common_arguments(parser: argparse.ArgumentParser, repeats: int | None = 5, training: bool = True) -> None:
     """
     :param parser: Parser of one benchmark.
-    :param repeats: Default number of timed repeats.
+    :param repeats: Default number of timed repeats (None: the benchmark does not repeat, no ``--repeats``/``--warmup``).
+    :param training: The benchmark runs training computations: ``--mixed-precision``, ``--compile``,
+        ``--reuse-cpu-memory``, ``--num-actions``.
     """
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, auto)")
-    parser.add_argument("--repeats", type=int, default=repeats, help="timed repeats after the warm-up")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed repeats first")
+    if repeats is not None:
+        parser.add_argument("--repeats", type=int, default=repeats, help="timed repeats after the warm-up")
+        parser.add_argument("--warmup", type=int, default=1, help="untimed repeats first")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--num-actions", type=int, default=6, help="action count (6 = Pong)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    if not training:
+        return
+    parser.add_argument("--num-actions", type=int, default=6, help="action count (6 = Pong)")
     parser.add_argument("--mixed-precision", choices=["auto", "on", "off"], default="auto",
                         help="bf16 autocast: auto = on for CUDA with bf16, off on CPU (TWM's default)")  # fmt: skip
     parser.add_argument("--compile", action="store_true",
                         help="TWM(compile_world_model=True): torch.compile the world-model update (the warm-up "
                              "repeat then includes the compilation)")  # fmt: skip
     parser.add_argument("--reuse-cpu-memory", choices=["on", "off"], default="on",
-                        help="TWM(reuse_cpu_memory=...): keep memory freed by one update for the next on CPU "
-                             "(default on, as TWM)")  # fmt: skip
-    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+                        help="TWM(reuse_cpu_memory=...): keep memory freed by one update for the next on CPU")  # fmt: skip
 
 
 def setup_torch(args: argparse.Namespace) -> None:
@@ -84,7 +77,7 @@ def default_model(args: argparse.Namespace, prefill: int = 2000, **overrides: An
     kwargs: dict[str, Any] = {
         "learning_starts": prefill,
         "pretrain_budget": 0,
-        # The default schedule's 1.316 training steps per env step (derived with the default 5,000-step prefill).
+        # The default schedule's training steps per env step (derived with the default 5,000-step prefill).
         "train_ratio": TWM("CnnPolicy", RandomFramesEnv(), _init_setup_model=False).steps_per_env_step,
         "seed": args.seed,
         "device": args.device,
@@ -145,12 +138,13 @@ def report(name: str, rows: list[dict[str, Any]], args: argparse.Namespace, devi
     Print a table (median, min, max) and optionally write JSON.
 
     :param name: Benchmark name.
-    :param rows: One dict per figure: ``figure``, ``seconds`` (list) or ``value``, optional ``reference`` and ``unit``.
+    :param rows: One dict per figure: ``figure``, ``seconds`` (list) or ``value``, optional ``unit`` and ``reference``
+        (a constant of :mod:`sb3_twm.benchmark.reference`, printed with the machine it comes from).
     :param args: Parsed options (``json``).
     :param device: Device the figures were measured on.
     """
     print(f"{name} on {device} ({machine_description(device)})")
-    header = f"{'figure':<44} {'median':>10} {'min':>10} {'max':>10} {'n':>3} {'reference':>10} {'speed-up':>9}"
+    header = f"{'figure':<48} {'median':>10} {'min':>10} {'max':>10} {'n':>3} {'reference*':>10}"
     print(header)
     print("-" * len(header))
     for row in rows:
@@ -158,12 +152,13 @@ def report(name: str, rows: list[dict[str, Any]], args: argparse.Namespace, devi
         row["median"] = statistics.median(values)
         row["min"], row["max"], row["n"] = min(values), max(values), len(values)
         reference = row.get("reference")
-        speedup = f"{reference / row['median']:.2f}x" if reference and row.get("unit", "s") == "s" else ""
         print(
-            f"{row['figure']:<44} {row['median']:>10.4g} {row['min']:>10.4g} {row['max']:>10.4g} {row['n']:>3} "
-            f"{reference if reference is not None else '':>10} {speedup:>9}"
+            f"{row['figure']:<48} {row['median']:>10.4g} {row['min']:>10.4g} {row['max']:>10.4g} {row['n']:>3} "
+            f"{reference if reference is not None else '':>10}"
         )
+    if any(row.get("reference") is not None for row in rows):
+        print(f"* jrobine/twm on {REFERENCE_MACHINE}: a constant from that machine, not measured here")
     if args.json:
         with open(args.json, "w") as file:
-            json.dump({"benchmark": name, "device": str(device), "machine": machine_description(device), "rows": rows},
-                      file, indent=2)  # fmt: skip
+            json.dump({"benchmark": name, "device": str(device), "machine": machine_description(device), "rows": rows,
+                       "reference_machine": REFERENCE_MACHINE}, file, indent=2)  # fmt: skip

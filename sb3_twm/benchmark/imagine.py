@@ -2,14 +2,8 @@
 
 import argparse
 
-from sb3_twm.benchmark.common import (
-    REFERENCE_CPU_SECONDS,
-    add_common_arguments,
-    default_model,
-    report,
-    setup_torch,
-    time_repeats,
-)
+from sb3_twm.benchmark.common import add_common_arguments, default_model, report, setup_torch, time_repeats
+from sb3_twm.benchmark.reference import REFERENCE_CPU_SECONDS
 
 DESCRIPTION = "Seconds per imagination rollout + actor-critic update at the default batch (400 x 15)."
 
@@ -23,28 +17,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     setup_torch(args)
     model = default_model(args)
-    batch = model._to_torch(model.replay_buffer.sample_sequences(model.batch_size, model.sequence_length))
-    output, _ = model.world_model.train_step(batch)
-    parts: dict[str, list[float]] = {"imagination": [], "update": []}
+    batch = model.replay_buffer.sample_world_model_batch(model.batch_size, model.sequence_length)
+    output = model.world_model.train_step(batch).output
 
-    def imagine() -> None:
-        with model._autocast():
-            trajectories = model._imagine(output)
-            model._train_actor_critic(trajectories)
+    def imagine_and_update() -> None:
+        with model.autocast():
+            model.actor_critic.update(model.imagine(output))
 
     def imagine_only() -> None:
-        with model._autocast():
-            model._imagine(output)
+        with model.autocast():
+            model.imagine(output)
 
     with model.training_memory():  # as learn() trains
-        total = time_repeats(imagine, args.repeats, args.warmup, model.device)
-        parts["imagination"] = time_repeats(imagine_only, args.repeats, 0, model.device)
+        total = time_repeats(imagine_and_update, args.repeats, args.warmup, model.device)
+        imagination = time_repeats(imagine_only, args.repeats, 0, model.device)
     default_batch = model.device.type == "cpu" and model.imagination_batch_size == 400
-    reference = REFERENCE_CPU_SECONDS["imagine"] if default_batch else None
     size = f"{model.imagination_batch_size} x {model.imagination_horizon}"
     rows = [
-        {"figure": f"imagination + actor-critic update, {size}", "seconds": total, "reference": reference},
-        {"figure": f"  of which imagination, {size}", "seconds": parts["imagination"]},
+        {"figure": f"imagination + actor-critic update, {size}", "seconds": total,
+         "reference": REFERENCE_CPU_SECONDS["imagine"] if default_batch else None},  # fmt: skip
+        {"figure": f"  of which imagination, {size}", "seconds": imagination},
     ]
     report("imagine", rows, args, model.device)
     return 0

@@ -2,14 +2,8 @@
 
 import argparse
 
-from sb3_twm.benchmark.common import (
-    REFERENCE_CPU_SECONDS,
-    add_common_arguments,
-    default_model,
-    report,
-    setup_torch,
-    time_repeats,
-)
+from sb3_twm.benchmark.common import add_common_arguments, default_model, report, setup_torch, time_repeats
+from sb3_twm.benchmark.reference import REFERENCE_CPU_SECONDS
 
 DESCRIPTION = "Seconds per world-model update at the default batch (100 x 16)."
 
@@ -25,15 +19,16 @@ def run(args: argparse.Namespace) -> int:
     model.world_model.train()
 
     def update() -> None:
-        batch = model._to_torch(model.replay_buffer.sample_sequences(model.batch_size, model.sequence_length))
-        with model._autocast():
+        batch = model.replay_buffer.sample_world_model_batch(model.batch_size, model.sequence_length)
+        with model.autocast():
             model.world_model.train_step(batch)
 
     with model.training_memory():  # as learn() trains
         seconds = time_repeats(update, args.repeats, args.warmup, model.device)
-    reference = REFERENCE_CPU_SECONDS["wm-update"] if model.device.type == "cpu" and model.batch_size == 100 else None
+    default_batch = model.device.type == "cpu" and model.batch_size == 100
     figure = f"world-model update, {model.batch_size} x {model.sequence_length}"
     if model.compile_world_model:
         figure += ", compiled"
-    report("wm-update", [{"figure": figure, "seconds": seconds, "reference": reference}], args, model.device)
+    row = {"figure": figure, "seconds": seconds, "reference": REFERENCE_CPU_SECONDS["wm-update"] if default_batch else None}
+    report("wm-update", [row], args, model.device)
     return 0

@@ -19,46 +19,30 @@ from the ``terminated`` and ``truncated`` flags it keeps.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import BaseBuffer, ReplayBuffer
+from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.vec_env import VecNormalize
+
+from sb3_twm.common.type_aliases import SequenceBatch, WorldModelBatch
 
 try:
     import psutil
 except ImportError:  # pragma: no cover - psutil is a dependency of SB3, but stay optional like SB3
     psutil = None
 
-
-class SequenceBatch(NamedTuple):
-    """
-    A batch of ``B`` sequences of length ``T`` with one context step in front.
-
-    Time index ``0`` is the context step (logical ``k - 1``), indices ``1 .. T`` are the
-    sequence proper (logical ``k .. k + T - 1``) and, for observations only, index ``T + 1``
-    is the observation following the last step (logical ``k + T``).
-
-    :param observations: ``(B, T + 2, *obs_shape)`` observations (dtype of the observation space)
-    :param actions: ``(B, T + 1)`` int64 actions taken at the observation with the same time index
-    :param rewards: ``(B, T + 1)`` float32 raw rewards received after those actions
-    :param terminated: ``(B, T + 1)`` bool, the episode ended by termination after that step
-    :param truncated: ``(B, T + 1)`` bool, the episode was cut (time limit, reset) after that step
-    :param starts: ``(B,)`` int64 logical start index ``k`` of each sequence (0 = oldest stored step)
-    :param env_indices: ``(B,)`` int64 environment index of each sequence
-    """
-
-    observations: np.ndarray
-    actions: np.ndarray
-    rewards: np.ndarray
-    terminated: np.ndarray
-    truncated: np.ndarray
-    starts: np.ndarray
-    env_indices: np.ndarray
+# Applied to the rewards of training batches (the reference's ``env_reward_transform``); the dataset keeps raw rewards.
+REWARD_TRANSFORMS: dict[str, Callable[[th.Tensor], th.Tensor]] = {
+    "tanh": th.tanh,
+    "sign": th.sign,
+    "none": lambda reward: reward,
+}
 
 
 class TWMReplayBuffer(ReplayBuffer):
@@ -80,6 +64,9 @@ class TWMReplayBuffer(ReplayBuffer):
         of terminations
     :param temperature: Temperature of the recency-balanced sampling; larger values make the
         sampling closer to uniform
+    :param reward_transform: Applied to the rewards of training batches (``"tanh"``, ``"sign"`` or
+        ``"none"``); the dataset itself keeps the raw rewards
+    :param normalize_images: Scale image observations of training batches to [0, 1]
     """
 
     observations: np.ndarray
@@ -100,6 +87,8 @@ class TWMReplayBuffer(ReplayBuffer):
         optimize_memory_usage: bool = False,
         handle_timeout_termination: bool = True,
         temperature: float = 20.0,
+        reward_transform: str = "none",
+        normalize_images: bool = True,
     ):
         if int(buffer_size) <= 0:
             raise ValueError(f"buffer_size must be a positive integer, got {buffer_size}")
@@ -107,6 +96,8 @@ class TWMReplayBuffer(ReplayBuffer):
             raise ValueError(f"n_envs must be a positive integer, got {n_envs}")
         if not (float(temperature) > 0.0 and np.isfinite(temperature)):
             raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
+        if reward_transform not in REWARD_TRANSFORMS:
+            raise ValueError(f"reward_transform must be one of {sorted(REWARD_TRANSFORMS)}, got {reward_transform!r}")
         if not isinstance(action_space, spaces.Discrete):
             raise ValueError(
                 f"TWMReplayBuffer only supports spaces.Discrete action spaces, got {type(action_space).__name__}"
@@ -125,6 +116,8 @@ class TWMReplayBuffer(ReplayBuffer):
         self.next_observations = None
         self.handle_timeout_termination = handle_timeout_termination
         self.temperature = float(temperature)
+        self.reward_transform = reward_transform
+        self.normalize_images = normalize_images
 
         # np.zeros only reserves virtual memory: pages are committed as data is written.
         self.observations = np.zeros((self.buffer_size, self.n_envs, *self.obs_shape), dtype=observation_space.dtype)
@@ -382,6 +375,76 @@ class TWMReplayBuffer(ReplayBuffer):
         :return: ``(size() * n_envs, *obs_shape)`` view of the stored observations
         """
         return self.observations[: self.size()].reshape(-1, *self.obs_shape)
+
+    # ------------------------------------------------------------------ tensors for the networks
+
+    def observation_features(self, observations: np.ndarray, env: VecNormalize | None = None) -> th.Tensor:
+        """
+        Observations as the networks take them: normalised with ``env``'s current statistics (the ones the policy
+        acts on; the dataset keeps the env's original observations, as SB3's buffers do), images scaled.
+
+        :param observations: ``(..., *obs_shape)`` as stored
+        :param env: The ``VecNormalize`` wrapper of the training env, if any
+        :return: float32 features on the buffer's device
+        """
+        if env is not None:
+            observations = env.normalize_obs(observations).astype(np.float32, copy=False)
+        tensor = th.as_tensor(observations, device=self.device)
+        return preprocess_obs(tensor, self.observation_space, self.normalize_images).float()
+
+    def to_world_model_batch(self, batch: SequenceBatch, env: VecNormalize | None = None) -> WorldModelBatch:
+        """
+        :param batch: Sequences as stored
+        :param env: The ``VecNormalize`` wrapper of the training env, if any (rewards too: an identity unless it
+            normalises rewards)
+        :return: The same sequences as tensors for the world model (features, transformed rewards)
+        """
+        rewards = batch.rewards if env is None else env.normalize_reward(batch.rewards)
+        rewards = th.as_tensor(rewards, device=self.device, dtype=th.float32)
+        return WorldModelBatch(
+            self.observation_features(batch.observations, env),
+            th.as_tensor(batch.actions, device=self.device, dtype=th.long),
+            REWARD_TRANSFORMS[self.reward_transform](rewards),
+            th.as_tensor(batch.terminated, device=self.device),
+            th.as_tensor(batch.truncated, device=self.device),
+        )
+
+    def sample_world_model_batch(
+        self, batch_size: int, sequence_length: int, env: VecNormalize | None = None
+    ) -> WorldModelBatch:
+        """
+        :meth:`sample_sequences` (recency-balanced, counts visits) as tensors ready for the world model.
+
+        :param batch_size: Number of sequences ``B``
+        :param sequence_length: Length ``T`` of each sequence
+        :param env: The ``VecNormalize`` wrapper of the training env, if any
+        :return: The batch
+        """
+        return self.to_world_model_batch(self.sample_sequences(batch_size, sequence_length), env)
+
+    def world_model_batches(
+        self, sequence_length: int, batch_size: int, env: VecNormalize | None = None
+    ) -> Iterator[WorldModelBatch]:
+        """
+        :meth:`uniform_sequence_batches` (one pass, random order) as tensors ready for the world model.
+
+        :param sequence_length: Length ``T`` of each sequence
+        :param batch_size: Maximum number of sequences per batch
+        :param env: The ``VecNormalize`` wrapper of the training env, if any
+        :return: Iterator over the batches
+        """
+        batches = self.uniform_sequence_batches(sequence_length, batch_size)
+        return (self.to_world_model_batch(batch, env) for batch in batches)
+
+    def sample_observation_features(self, batch_size: int, env: VecNormalize | None = None) -> th.Tensor:
+        """
+        :meth:`sample_observations` (uniform, global numpy RNG) as features, e.g. to restart imagination.
+
+        :param batch_size: Number of observations
+        :param env: The ``VecNormalize`` wrapper of the training env, if any
+        :return: ``(batch_size, *obs_shape)`` float32 features
+        """
+        return self.observation_features(self.sample_observations(batch_size), env)
 
     # ------------------------------------------------------------------ SB3 compatibility
 

@@ -1,5 +1,6 @@
 """Optimiser helpers: the reference's Adam step (zero_grad, backward, clip the global norm, step)."""
 
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -33,18 +34,39 @@ def make_adam(parameters: Iterable[nn.Parameter], settings: dict[str, Any]) -> t
     return th.optim.Adam(parameters, fused=True, **kwargs)
 
 
-def optimizer_step(optimizer: th.optim.Optimizer, loss: th.Tensor, max_grad_norm: float) -> th.Tensor:
+def optimizer_step(
+    optimizer: th.optim.Optimizer,
+    loss: th.Tensor,
+    max_grad_norm: float,
+    skip_non_finite: bool = False,
+    name: str = "model",
+) -> tuple[th.Tensor, bool]:
     """
     ``zero_grad``, ``backward``, clip the global gradient norm, ``step``.
+
+    With ``skip_non_finite``, a step whose gradient norm is not finite (a NaN/inf loss; clipping spreads a non-finite
+    norm to every gradient) is skipped with a ``RuntimeWarning``: weights and optimiser state stay unchanged. The check
+    costs one host-device synchronisation (nothing on CPU).
 
     :param optimizer: The optimiser.
     :param loss: Scalar loss.
     :param max_grad_norm: Clipping threshold of the global gradient norm.
-    :return: The gradient norm before clipping (a tensor, so no host sync happens here).
+    :param skip_non_finite: Skip the step when the gradient norm is not finite.
+    :param name: What the optimiser trains, for the warning.
+    :return: The gradient norm before clipping (a tensor, so no host sync happens for it) and whether the step ran.
     """
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     parameters = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
     grad_norm = nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+    if skip_non_finite and parameters and not bool(th.isfinite(grad_norm)):
+        optimizer.zero_grad(set_to_none=True)
+        warnings.warn(
+            f"TWM skipped an update of the {name}: its loss or gradients are not finite (NaN/inf). Its weights and "
+            "optimizer state are unchanged; train/skipped_updates counts the skipped updates.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return grad_norm, False
     optimizer.step()
-    return grad_norm
+    return grad_norm, True

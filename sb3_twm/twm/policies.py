@@ -3,7 +3,6 @@ The acting policy of TWM: the observation encoder and the actor. Acting needs no
 the transformer is not needed at inference), so this is what ``predict()``, ``policy.save()`` and deployment use.
 """
 
-import math
 from typing import Any
 
 import torch as th
@@ -13,7 +12,7 @@ from stable_baselines3.common.preprocessing import is_image_space, preprocess_ob
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
-from sb3_twm.common.distributions import categorical_entropy
+from sb3_twm.common.checks import check_box_observations, check_discrete_actions, check_positive_ints
 from sb3_twm.common.networks import create_mlp, orthogonal_init
 from sb3_twm.world_model.observation_model import Decoder, Encoder, make_decoder, make_encoder
 
@@ -64,25 +63,16 @@ class TWMPolicy(BasePolicy):
         decoder_hidden_dims: list[int] | None = None,
         normalize_images: bool = True,
     ) -> None:
-        if not isinstance(action_space, spaces.Discrete):
-            raise ValueError(
-                f"TWM supports only Discrete action spaces, got {action_space}. "
-                "Use an algorithm for continuous control (e.g. SAC) or discretise the actions."
-            )
-        if not isinstance(observation_space, spaces.Box):
-            raise ValueError(
-                f"TWM supports only Box observation spaces, got {type(observation_space).__name__}. "
-                "Flatten Dict observations (gymnasium.wrappers.FlattenObservation) and use MlpPolicy."
-            )
+        check_discrete_actions(action_space)
+        check_box_observations(observation_space)
         if self.observation_architecture == "cnn" and not is_image_space(observation_space, check_channels=False):
             raise ValueError(
                 f"CnnPolicy needs uint8 image observations (channels, height, width) in [0, 255], got "
                 f"{observation_space}. Use MlpPolicy for vector observations."
             )
-        for name, value in (("latent_categoricals", latent_categoricals), ("latent_classes", latent_classes),
-                            ("cnn_channels", cnn_channels)):  # fmt: skip
-            if int(value) <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value}.")
+        check_positive_ints(
+            {"latent_categoricals": latent_categoricals, "latent_classes": latent_classes, "cnn_channels": cnn_channels}
+        )
         super().__init__(observation_space, action_space, normalize_images=normalize_images)
         self.net_arch = net_arch
         self.activation_fn = activation_fn
@@ -150,26 +140,12 @@ class TWMPolicy(BasePolicy):
         features = preprocess_obs(observation, self.observation_space, normalize_images=self.normalize_images)
         return self.encoder.latent(features.float(), temperature=0.0)
 
-    def action_logits(self, z: th.Tensor) -> th.Tensor:
-        """
-        :param z: ``(..., K*C)`` latents.
-        :return: ``(..., num_actions)`` action logits.
-        """
-        return self.actor(z)
-
     def sample_actions(self, z: th.Tensor) -> th.Tensor:
         """
         :param z: ``(N, K*C)`` latents.
         :return: ``(N,)`` actions sampled with temperature 1.
         """
         return th.multinomial(self.actor(z).softmax(-1), 1).squeeze(-1)
-
-    def normalized_entropy(self, logits: th.Tensor) -> th.Tensor:
-        """
-        :param logits: ``(..., num_actions)``.
-        :return: Policy entropy divided by ``ln(num_actions)``.
-        """
-        return categorical_entropy(logits) / math.log(max(int(self.action_space.n), 2))
 
     def forward(self, obs: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         return self._predict(obs, deterministic)

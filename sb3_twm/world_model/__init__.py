@@ -1,7 +1,8 @@
 """TWM's world model: observation model (encoder/decoder), Transformer-XL dynamics model, losses and imagination."""
 
+from sb3_twm.common.type_aliases import ImaginationStart, ImaginedTrajectories, WorldModelBatch, WorldModelOutput
 from sb3_twm.world_model.dynamics_model import DynamicsMemory, DynamicsModel, DynamicsPrediction
-from sb3_twm.world_model.imagination import ImaginedTrajectories, imagine
+from sb3_twm.world_model.imagination import imagine, select_starts
 from sb3_twm.world_model.observation_model import (
     CnnDecoder,
     CnnEncoder,
@@ -14,7 +15,7 @@ from sb3_twm.world_model.observation_model import (
     make_encoder,
 )
 from sb3_twm.world_model.transformer_xl import TransformerXL
-from sb3_twm.world_model.world_model import WorldModelBatch, WorldModel, WorldModelOutput
+from sb3_twm.world_model.world_model import WorldModel, world_model_defaults, world_model_keys
 
 __all__ = [
     "CnnDecoder",
@@ -24,15 +25,19 @@ __all__ = [
     "DynamicsModel",
     "DynamicsPrediction",
     "Encoder",
+    "ImaginationStart",
     "ImaginedTrajectories",
     "MlpDecoder",
     "MlpEncoder",
     "ObservationModel",
-    "WorldModelBatch",
     "TransformerXL",
     "WorldModel",
+    "WorldModelBatch",
     "WorldModelOutput",
     "imagine",
     "make_decoder",
     "make_encoder",
+    "select_starts",
+    "world_model_defaults",
+    "world_model_keys",
 ]

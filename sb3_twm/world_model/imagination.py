@@ -1,33 +1,40 @@
 """Imagination: rolling the dynamics model forward from real latents, with actions from a policy."""
 
 from collections.abc import Callable
-from typing import NamedTuple
 
 import torch as th
 
 from sb3_twm.common.distributions import sample_one_hot
+from sb3_twm.common.type_aliases import ImaginationStart, ImaginedTrajectories, WorldModelOutput
 from sb3_twm.world_model.dynamics_model import DynamicsModel
 
 
-class ImaginedTrajectories(NamedTuple):
-    """A batch of imagined rollouts of ``H`` steps."""
+def select_starts(output: WorldModelOutput, count: int) -> ImaginationStart:
+    """
+    Choose ``count`` imagination starts among the windows ``(z_j, z_{j+1})`` of a world-model batch: one real context
+    step, then the start latent (the reference's ``_train_step``). Draws from torch's generator.
 
-    z: th.Tensor  # (N, H+1, K*C) latents, the start included
-    actions: th.Tensor  # (N, H)
-    rewards: th.Tensor  # (N, H) predicted reward of each step
-    discounts: th.Tensor  # (N, H) predicted discount after each step
-    dones: th.Tensor  # (N, H) bool: the rollout restarted after this step
-    weights: th.Tensor  # (N, H+1) cumulative predicted discounts, 1 at the start and after a restart
+    :param output: The latents of a world-model update, ``B`` sequences of ``T+1`` steps.
+    :param count: How many starts (at most ``B * T``).
+    :return: The starts.
+    """
+    # z: (B, T+1, K*C); actions, rewards, dones: (B, T+1)
+    num_sequences, num_steps = output.actions.shape[0], output.actions.shape[1] - 1
+    chosen = th.randperm(num_sequences * num_steps, device=output.z.device)[:count]
+    sequence, step = chosen // num_steps, chosen % num_steps
+    return ImaginationStart(
+        output.z[sequence, step],
+        output.actions[sequence, step],
+        output.rewards[sequence, step],
+        output.dones[sequence, step],
+        output.z[sequence, step + 1],
+    )
 
 
 @th.no_grad()
 def imagine(
     dynamics_model: DynamicsModel,
-    context_z: th.Tensor,
-    context_actions: th.Tensor,
-    context_rewards: th.Tensor,
-    context_dones: th.Tensor,
-    start_z: th.Tensor,
+    start: ImaginationStart,
     policy: Callable[[th.Tensor], th.Tensor],
     horizon: int,
     discount_threshold: float,
@@ -39,22 +46,19 @@ def imagine(
     discount falls below ``discount_threshold`` counts as done and continues from a fresh start latent.
 
     :param dynamics_model: The dynamics model (evaluated without dropout).
-    :param context_z: ``(N, K*C)`` latent of the real step before the start.
-    :param context_actions: ``(N,)`` action taken there.
-    :param context_rewards: ``(N,)`` its (transformed) reward, the first reward token.
-    :param context_dones: ``(N,)`` whether an episode ended after it.
-    :param start_z: ``(N, K*C)`` the start latents.
+    :param start: Context steps and start latents of ``N`` rollouts.
     :param policy: Maps latents ``(N, K*C)`` to actions ``(N,)``.
     :param horizon: Number of imagined steps.
     :param discount_threshold: Cumulative discount below which a rollout restarts.
     :param restart: Returns ``n`` fresh start latents ``(n, K*C)`` (encoded real observations).
     :return: The trajectories.
     """
+    # start.z, start.context_z: (N, K*C); start.context_actions, context_rewards, context_dones: (N,)
     was_training = dynamics_model.training
     dynamics_model.eval()
-    memory = dynamics_model.start_memory(context_z, context_actions)
-    z, rewards, dones = start_z, context_rewards, context_dones
-    cumulative = th.ones_like(context_rewards)
+    memory = dynamics_model.start_memory(start.context_z, start.context_actions)
+    z, rewards, dones = start.z, start.context_rewards, start.context_dones
+    cumulative = th.ones_like(start.context_rewards)
     all_z, all_actions, all_rewards, all_discounts, all_dones, all_weights = [z], [], [], [], [], [cumulative]
     for _ in range(horizon):
         actions = policy(z)

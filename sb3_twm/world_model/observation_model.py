@@ -297,10 +297,10 @@ class ObservationModel(nn.Module):
 
     :param encoder: Observations to latent logits (shared with the acting policy).
     :param decoder: Latent to observation means.
-    :param decoder_coef: Weight of the reconstruction loss.
-    :param entropy_coef: Weight of the thresholded latent entropy loss.
-    :param entropy_threshold: Normalised entropy below which that loss is active.
-    :param consistency_coef: Weight of the encoder's half of the balanced KL.
+    :param decoder_coef: Weight of the reconstruction loss (``obs_decoder_coef``).
+    :param latent_entropy_coef: Weight of the thresholded latent entropy loss (``obs_entropy_coef``).
+    :param latent_entropy_threshold: Normalised entropy below which that loss is active (``obs_entropy_threshold``).
+    :param consistency_coef: Weight of the encoder's half of the balanced KL (``obs_consistency_coef``).
     """
 
     def __init__(
@@ -308,16 +308,16 @@ class ObservationModel(nn.Module):
         encoder: Encoder,
         decoder: Decoder,
         decoder_coef: float = 1.0,
-        entropy_coef: float = 5.0,
-        entropy_threshold: float = 0.1,
+        latent_entropy_coef: float = 5.0,
+        latent_entropy_threshold: float = 0.1,
         consistency_coef: float = 0.01,
     ) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
         self.decoder_coef = decoder_coef
-        self.entropy_coef = entropy_coef
-        self.entropy_threshold = entropy_threshold
+        self.latent_entropy_coef = latent_entropy_coef
+        self.latent_entropy_threshold = latent_entropy_threshold
         self.consistency_coef = consistency_coef
 
     def reconstruction_entropy_losses(
@@ -329,17 +329,18 @@ class ObservationModel(nn.Module):
         :param observations: ``(*batch, *observation_shape)`` floats.
         :return: Posterior logits ``(*batch, K, C)``, the straight-through z ``(*batch, K*C)``, and the loss terms.
         """
+        # observations: (*batch, *obs_shape) -> logits (*batch, K, C), z (*batch, K*C)
         logits = self.encoder(observations)
         z = sample_one_hot(logits, temperature=1.0).flatten(-2)
         reconstructions = self.decoder(z)
         num_obs_dims = len(self.encoder.observation_shape)
         reconstruction = gaussian_nll(reconstructions, observations, tuple(range(-num_obs_dims, 0)))
         entropy = normalized_latent_entropy(logits)
-        entropy_loss = thresholded_entropy_loss(entropy, self.entropy_threshold)
+        entropy_loss = thresholded_entropy_loss(entropy, self.latent_entropy_threshold)
         losses = {
             "reconstruction_loss": reconstruction,
             "latent_entropy": entropy.mean(),
             "latent_entropy_loss": entropy_loss,
-            "observation_loss": self.decoder_coef * reconstruction + self.entropy_coef * entropy_loss,
+            "observation_loss": self.decoder_coef * reconstruction + self.latent_entropy_coef * entropy_loss,
         }
         return logits, z, losses

@@ -15,7 +15,8 @@ import inspect
 from typing import Any
 
 from sb3_twm.twm.policies import TWMPolicy
-from sb3_twm.twm.twm import DEFAULT_WORLD_MODEL_KWARGS, TWM
+from sb3_twm.twm.twm import TWM
+from sb3_twm.world_model import world_model_defaults
 
 __all__ = ["convert_twm_params", "sample_twm_params"]
 
@@ -108,7 +109,7 @@ def sample_twm_params(trial: Any, n_actions: int, n_envs: int, additional_args: 
     :return: Keyword arguments for ``TWM`` (nested dicts merged into the configured ones).
     """
     base = _base_hyperparams(additional_args)
-    world_model_kwargs = {**DEFAULT_WORLD_MODEL_KWARGS, **_as_dict(base.get("world_model_kwargs"))}
+    world_model_kwargs = {**world_model_defaults(), **_as_dict(base.get("world_model_kwargs"))}
     policy_kwargs = _as_dict(base.get("policy_kwargs"))
     sequence_length = int(base.get("sequence_length", _twm_default("sequence_length")))
     per_env_prefill = int(base.get("learning_starts", _twm_default("learning_starts"))) // max(int(n_envs), 1)
@@ -171,7 +172,7 @@ def convert_twm_params(params: dict[str, Any], base: dict[str, Any] | None = Non
     if "num_layers" in params:
         world_model["num_layers"] = int(params.pop("num_layers"))
     if "embed_dim" in params:
-        configured = {**DEFAULT_WORLD_MODEL_KWARGS, **_as_dict(base.get("world_model_kwargs"))}
+        configured = {**world_model_defaults(), **_as_dict(base.get("world_model_kwargs"))}
         embed_dim = int(params.pop("embed_dim"))
         world_model["embed_dim"] = embed_dim
         # The feed-forward width keeps its ratio to the model width.

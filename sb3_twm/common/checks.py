@@ -1,0 +1,64 @@
+"""Checks of arguments shared by TWM's parts: each raises a ``ValueError`` that says what to change."""
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+
+def check_positive_int(name: str, value: Any) -> None:
+    """Raise unless ``value`` is an integer > 0 (bools are not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+
+def check_positive_ints(values: dict[str, Any]) -> None:
+    """Raise unless every value of ``name -> value`` is an integer > 0."""
+    for name, value in values.items():
+        check_positive_int(name, value)
+
+
+def check_non_negative_number(name: str, value: Any) -> None:
+    """Raise unless ``value`` is a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
+    if not (0.0 <= value < math.inf):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
+
+
+def check_widths(name: str, widths: Any) -> None:
+    """Raise unless ``widths`` is None or a list of positive layer widths (a zero width builds a constant network)."""
+    if widths is None:
+        return
+    if not isinstance(widths, (list, tuple)) or not all(
+        not isinstance(width, bool) and isinstance(width, (int, np.integer)) and width > 0 for width in widths
+    ):
+        raise ValueError(f"{name} must be a list of positive layer widths, got {widths!r}.")
+
+
+def check_discrete_actions(action_space: spaces.Space) -> None:
+    """Raise unless the action space is ``Discrete``."""
+    if not isinstance(action_space, spaces.Discrete):
+        raise ValueError(
+            f"TWM supports only Discrete action spaces, got {action_space}. "
+            "Use an algorithm for continuous control (e.g. SAC) or discretise the actions."
+        )
+
+
+def check_box_observations(observation_space: spaces.Space) -> None:
+    """Raise unless the observation space is a ``Box``."""
+    if not isinstance(observation_space, spaces.Box):
+        raise ValueError(
+            f"TWM supports only Box observation spaces (images with CnnPolicy, vectors with MlpPolicy), got "
+            f"{observation_space}: flatten Dict observations with gymnasium.wrappers.FlattenObservation and use "
+            "MlpPolicy."
+        )
+
+
+def check_keys(name: str, given: Iterable[str], valid: Iterable[str]) -> None:
+    """Raise unless every key of ``given`` is one of ``valid``."""
+    unknown = set(given) - set(valid)
+    if unknown:
+        raise ValueError(f"Unknown {name} {sorted(unknown)}; valid keys: {sorted(valid)}.")
