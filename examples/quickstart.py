@@ -22,8 +22,17 @@ TINY = dict(
     imagination_horizon=8,
     train_ratio=0.5,
     pretrain_budget=20_000,
-    world_model_kwargs=dict(embed_dim=64, num_heads=2, head_dim=32, num_layers=2, feedforward_dim=128, memory_length=8,
-                            z_head_dims=[128], reward_head_dims=[64], discount_head_dims=[64]),  # fmt: skip
+    world_model_kwargs=dict(
+        embed_dim=64,
+        num_heads=2,
+        head_dim=32,
+        num_layers=2,
+        feedforward_dim=128,
+        memory_length=8,
+        z_head_dims=[128],
+        reward_head_dims=[64],
+        discount_head_dims=[64],
+    ),
     policy_kwargs=dict(net_arch=[64, 64], latent_categoricals=8, latent_classes=8, cnn_channels=8, encoder_hidden_dims=[128]),
 )
 

@@ -28,7 +28,7 @@ def test_lambda_returns_stop_at_dones():
     rewards = th.tensor([[1.0, 2.0]])
     values = th.tensor([[0.5, 1.0, 4.0]])
     discounts = th.tensor([[0.9, 0.8]])
-    advantages, returns = lambda_returns(rewards, values, discounts, th.tensor([[True, False]]), 0.95)
+    advantages, _ = lambda_returns(rewards, values, discounts, th.tensor([[True, False]]), 0.95)
     # A done step neither bootstraps from the next value nor sees the next advantage.
     assert advantages[0, 0].item() == pytest.approx(1.0 - 0.5)
     # lambda = 1 gives discounted Monte-Carlo returns bootstrapped at the end.

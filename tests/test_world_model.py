@@ -1,7 +1,6 @@
 """World-model training on recorded Pong frames, and imagination from its latents."""
 
 import numpy as np
-import pytest
 import torch as th
 from gymnasium import spaces
 

@@ -25,8 +25,7 @@ import yaml
 pytest.importorskip("rl_zoo3")
 optuna = pytest.importorskip("optuna")
 
-from sb3_twm import TWM  # noqa: E402
-from sb3_twm import zoo  # noqa: E402
+from sb3_twm import TWM, zoo  # noqa: E402
 from sb3_twm.zoo.hyperparams_opt import convert_twm_params, sample_twm_params  # noqa: E402
 
 PONG = "PongNoFrameskip-v4"
@@ -208,12 +207,11 @@ def test_twm_yml_entries():
 
 def test_atari_evaluation_scores_full_games():
     """With the yml's wrapper, as the zoo builds eval envs, evaluate_policy counts games, not lives (Atari 100k)."""
+    import rl_zoo3.import_envs  # noqa: F401  (registers the ALE games)
     from rl_zoo3.utils import get_wrapper_class
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.evaluation import evaluate_policy
     from stable_baselines3.common.vec_env import VecFrameStack
-
-    import rl_zoo3.import_envs  # noqa: F401  (registers the ALE games)
 
     hyperparams = dict(twm_yml()["BreakoutNoFrameskip-v4"])
     env = make_vec_env("BreakoutNoFrameskip-v4", n_envs=1, seed=0, wrapper_class=get_wrapper_class(hyperparams))

@@ -16,6 +16,7 @@ from gymnasium import spaces
 from sb3_twm import TWM
 from sb3_twm.benchmark.reference import REFERENCE_MACHINE
 
+
 class RandomFramesEnv(gym.Env):
     """Random stacked frames and 6 actions: the input the reference's figures were measured on."""
 

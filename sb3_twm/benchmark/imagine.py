@@ -34,8 +34,11 @@ def run(args: argparse.Namespace) -> int:
     default_batch = model.device.type == "cpu" and model.imagination_batch_size == 400
     size = f"{model.imagination_batch_size} x {model.imagination_horizon}"
     rows = [
-        {"figure": f"imagination + actor-critic update, {size}", "seconds": total,
-         "reference": REFERENCE_CPU_SECONDS["imagine"] if default_batch else None},  # fmt: skip
+        {
+            "figure": f"imagination + actor-critic update, {size}",
+            "seconds": total,
+            "reference": REFERENCE_CPU_SECONDS["imagine"] if default_batch else None,
+        },
         {"figure": f"  of which imagination, {size}", "seconds": imagination},
     ]
     report("imagine", rows, args, model.device)

@@ -34,8 +34,11 @@ def run(args: argparse.Namespace) -> int:
             model.train_step()
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB -> GiB
     rows = [
-        {"figure": f"dataset observations, {args.dataset_steps} steps (GiB)", "value": buffer.observations.nbytes / 1024**3,
-         "unit": "GiB"},  # fmt: skip
+        {
+            "figure": f"dataset observations, {args.dataset_steps} steps (GiB)",
+            "value": buffer.observations.nbytes / 1024**3,
+            "unit": "GiB",
+        },
         {"figure": "peak resident memory (GiB)", "value": peak_rss, "unit": "GiB"},
     ]
     if model.device.type == "cuda":

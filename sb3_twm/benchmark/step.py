@@ -45,8 +45,11 @@ def run(args: argparse.Namespace) -> int:
     mean_seconds = sum(per_step) / len(per_step)
     rows = [
         {"figure": "seconds per env step (incl. training)", "seconds": per_step},
-        {"figure": "mean seconds per env step", "value": mean_seconds,
-         "reference": REFERENCE_CPU_SECONDS["step"] if default_sizes else None},  # fmt: skip
+        {
+            "figure": "mean seconds per env step",
+            "value": mean_seconds,
+            "reference": REFERENCE_CPU_SECONDS["step"] if default_sizes else None,
+        },
         {"figure": "training steps per env step (schedule)", "value": model.steps_per_env_step, "unit": "ratio"},
         {"figure": "training steps in this run", "value": total_updates, "unit": "count"},
         {"figure": "projected hours for 95k steps past prefill", "value": 95_000 * mean_seconds / 3600, "unit": "h"},

@@ -137,7 +137,8 @@ class TWMReplayBuffer(ReplayBuffer):
             if total_bytes > available:
                 warnings.warn(
                     "This system does not have apparently enough memory to store the complete "
-                    f"replay buffer {total_bytes / 1e9:.2f}GB > {available / 1e9:.2f}GB"
+                    f"replay buffer {total_bytes / 1e9:.2f}GB > {available / 1e9:.2f}GB",
+                    stacklevel=2,
                 )
 
     # ------------------------------------------------------------------ storage

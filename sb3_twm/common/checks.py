@@ -62,3 +62,51 @@ def check_keys(name: str, given: Iterable[str], valid: Iterable[str]) -> None:
     unknown = set(given) - set(valid)
     if unknown:
         raise ValueError(f"Unknown {name} {sorted(unknown)}; valid keys: {sorted(valid)}.")
+
+
+def check_policy_observations(policy: Any, observation_space: Any) -> None:
+    """
+    Raise for observation spaces TWM cannot take, before SB3 builds anything (its messages do not say what to change).
+
+    :param policy: The policy (name or class).
+    :param observation_space: The env's observation space (None: no env yet).
+    """
+    if observation_space is None:
+        return
+    if isinstance(observation_space, (spaces.Dict, spaces.Tuple)):
+        check_box_observations(observation_space)
+    cnn = policy == "CnnPolicy" or getattr(policy, "observation_architecture", None) == "cnn"
+    if cnn and isinstance(observation_space, spaces.Box) and len(observation_space.shape) == 3:
+        height_or_channels, middle, last = observation_space.shape
+        if middle < height_or_channels and middle < last:
+            # SB3 would take the last axis for channels and pass on a garbled image.
+            raise ValueError(
+                f"CnnPolicy needs images as (height, width, channels) or (channels, height, width), got shape "
+                f"{observation_space.shape}: its smallest axis is in the middle, which looks like a misplaced "
+                "channel axis. Transpose the observations (e.g. gymnasium.wrappers.TransformObservation)."
+            )
+
+
+def check_env_step(step: int, rewards: np.ndarray, new_obs: Any) -> None:
+    """
+    Raise for non-finite rewards or observations of an env step (TWM cannot learn from them).
+
+    :param step: The step counter, for the message.
+    :param rewards: ``(n_envs,)`` rewards.
+    :param new_obs: ``(n_envs, *obs_shape)`` observations.
+    """
+    rewards = np.asarray(rewards)
+    if not np.all(np.isfinite(rewards)):
+        env_index = int(np.flatnonzero(~np.isfinite(rewards.reshape(-1)))[0])
+        raise ValueError(
+            f"The env returned a non-finite reward ({rewards.reshape(-1)[env_index]}) at step {step} (env {env_index}). "
+            "TWM cannot learn from NaN/inf rewards: fix the env or clip its rewards (e.g. "
+            "gymnasium.wrappers.TransformReward)."
+        )
+    observations = np.asarray(new_obs)
+    if observations.dtype.kind == "f" and not np.all(np.isfinite(observations)):
+        env_index = int(np.flatnonzero((~np.isfinite(observations.reshape(len(observations), -1))).any(axis=1))[0])
+        raise ValueError(
+            f"The env returned a non-finite observation at step {step} (env {env_index}). "
+            "TWM cannot learn from NaN/inf observations: fix the env."
+        )

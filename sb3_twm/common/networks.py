@@ -1,5 +1,6 @@
 """Small network builders and the initialisation schemes of the reference implementation."""
 
+import itertools
 from collections.abc import Sequence
 
 import torch as th
@@ -29,7 +30,7 @@ def create_mlp(
     """
     layers: list[nn.Module] = [activation_fn()] if pre_activation else []
     dims = [input_dim, *hidden_dims]
-    for in_dim, out_dim in zip(dims[:-1], dims[1:]):
+    for in_dim, out_dim in itertools.pairwise(dims):
         layers += [nn.Linear(in_dim, out_dim), activation_fn()]
         if dropout > 0:
             layers.append(nn.Dropout(dropout))

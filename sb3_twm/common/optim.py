@@ -70,3 +70,20 @@ def optimizer_step(
         return grad_norm, False
     optimizer.step()
     return grad_norm, True
+
+
+class BaseLearningRates:
+    """
+    The learning rates optimisers were created with, so that a schedule can scale all of them in proportion.
+
+    :param optimizers: The optimisers (their current learning rates are the base ones).
+    """
+
+    def __init__(self, optimizers: Iterable[th.optim.Optimizer]) -> None:
+        self._rates = [(optimizer, [group["lr"] for group in optimizer.param_groups]) for optimizer in optimizers]
+
+    def scale(self, factor: float) -> None:
+        """:param factor: Set every learning rate to its base value times this."""
+        for optimizer, base_rates in self._rates:
+            for group, base_rate in zip(optimizer.param_groups, base_rates):
+                group["lr"] = base_rate * factor

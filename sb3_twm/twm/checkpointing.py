@@ -74,6 +74,30 @@ DROPPABLE_ATTRIBUTES = frozenset(
     {"_last_obs", "_last_original_obs", "_last_episode_starts", "lr_schedule", "ep_info_buffer", "ep_success_buffer"}
 )
 DATASET_ARRAYS = ("observations", "actions", "rewards", "terminated", "truncated", "visits")
+# The model's state dicts (file names in the zip), besides "critic_target" when the target critic is separate.
+STATE_DICTS = (
+    "policy",
+    "world_model",
+    "critic",
+    "world_model.observation_optimizer",
+    "world_model.dynamics_optimizer",
+    "actor_optimizer",
+    "critic_optimizer",
+)
+# Attributes not stored as data, besides SB3's and the state dicts'.
+EXCLUDED_ATTRIBUTES = (
+    "actor_critic",  # its parts are state dicts
+    "critic_target",
+    "_metrics",
+    "_base_learning_rates",
+    "_warned_small_dataset",
+    "_autocast_enabled",
+    "lr_schedule",  # rebuilt from learning_rate
+    # The env is reset on resume (its state cannot be saved), so the last observations are not needed.
+    "_last_obs",
+    "_last_original_obs",
+    "_last_episode_starts",
+)
 # Saved attributes a model cannot be rebuilt without, besides its constructor's parameters.
 _REQUIRED_ATTRIBUTES = {"policy_class", "observation_space", "action_space", "replay_buffer_class", "train_freq", "n_envs"}
 # Attributes that earlier versions saved and this one no longer has (they are ignored at load).

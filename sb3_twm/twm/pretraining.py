@@ -71,7 +71,7 @@ def pretrain(model: "TWM") -> None:
     for features in spend(model.pretrain_observation_share * budget, lambda: observation_batches(model), frames):
         model._record_update("pretrain_world_model", model.world_model.pretrain_observation_step(features))
         updates += 1
-    model._log_pretraining("observation model", updates)
+    _log(model, "observation model", updates)
 
     updates = 0
     batches = spend(
@@ -87,7 +87,7 @@ def pretrain(model: "TWM") -> None:
         )
         model._record_update("pretrain_world_model", update)
         updates += 1
-    model._log_pretraining("dynamics model", updates)
+    _log(model, "dynamics model", updates)
 
     updates = 0
     batches = spend(
@@ -98,7 +98,13 @@ def pretrain(model: "TWM") -> None:
     for batch in batches:
         model._record_update("pretrain_actor_critic", _actor_critic_step(model, batch))
         updates += 1
-    model._log_pretraining("actor-critic", updates)
+    _log(model, "actor-critic", updates)
+
+
+def _log(model: "TWM", part: str, updates: int) -> None:
+    model.logger.record(f"pretrain/{part.replace(' ', '_').replace('-', '_')}_updates", updates)
+    if model.verbose >= 1:
+        print(f"TWM pretraining: {updates} {part} updates")
 
 
 def _actor_critic_step(model: "TWM", batch: WorldModelBatch) -> Update:

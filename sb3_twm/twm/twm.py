@@ -7,28 +7,18 @@ import pathlib
 import warnings
 from typing import Any, ClassVar, TypeVar
 
-import numpy as np
 import torch as th
-from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.noise import ActionNoise
-from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import (
-    GymEnv,
-    MaybeCallback,
-    RolloutReturn,
-    Schedule,
-    TrainFreq,
-    TrainFrequencyUnit,
-)
-from stable_baselines3.common.utils import should_collect_more_steps
-from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_twm.common.buffers import TWMReplayBuffer
-from sb3_twm.common.checkpoints import resume_seed
-from sb3_twm.common.checks import check_box_observations, check_discrete_actions
+from sb3_twm.common.checks import check_discrete_actions, check_policy_observations
 from sb3_twm.common.cpu_memory import reuse_freed_memory
+from sb3_twm.common.metrics import Metrics
+from sb3_twm.common.off_policy_algorithm import ResumableOffPolicyAlgorithm
+from sb3_twm.common.optim import BaseLearningRates
 from sb3_twm.common.type_aliases import ImaginedTrajectories, Update, WorldModelOutput, WorldModelUpdate
 from sb3_twm.twm import checkpointing
 from sb3_twm.twm.actor_critic import ActorCritic
@@ -45,7 +35,7 @@ def _fresh_latents(encoder: Encoder, buffer: TWMReplayBuffer, env: VecNormalize 
     return encoder.latent(buffer.sample_observation_features(count, env), temperature=1.0)
 
 
-class TWM(OffPolicyAlgorithm):
+class TWM(ResumableOffPolicyAlgorithm):
     """
     Transformer-based World Model (TWM).
 
@@ -63,11 +53,9 @@ class TWM(OffPolicyAlgorithm):
     :param policy: ``"CnnPolicy"`` (stacked image frames) or ``"MlpPolicy"`` (vector observations), or a class.
     :param env: The environment (Gym env, VecEnv or registered id).
     :param learning_rate: Learning rate of the observation model, dynamics model and actor (``obs_lr``, ``dyn_lr``,
-        ``actor_lr``), a float or a schedule of the remaining progress. A schedule scales every optimiser (the
-        critic's too) by ``schedule(progress) / schedule(1)``.
+        ``actor_lr``), or a schedule, which scales every optimiser (the critic's too) by its value over its start.
     :param buffer_size: Env steps kept in the dataset (``buffer_capacity``).
-    :param learning_starts: Random-action steps before any training (``buffer_prefill``). A ``learn()`` call that
-        ends at or before it only collects, with a warning (collecting the prefill in several calls is allowed).
+    :param learning_starts: Random-action steps before any training (``buffer_prefill``).
     :param batch_size: Sequences per world-model update (``wm_batch_size``).
     :param sequence_length: Steps per world-model sequence (``wm_sequence_length``).
     :param gamma: Discount factor; the discount target is ``gamma * (1 - terminated)``.
@@ -75,9 +63,8 @@ class TWM(OffPolicyAlgorithm):
     :param train_freq: Collect this many steps between training calls (SB3 meaning).
     :param gradient_steps: Training steps per training call; -1 follows ``train_ratio`` training steps per env step,
         with the fraction carried over.
-    :param train_ratio: Training steps per env step; None derives it from the budgets as the reference does:
-        ``(budget - pretrain_budget) / (world_model_train_steps * batch_size * sequence_length
-        + imagination_batch_size * imagination_horizon) / (buffer_size - learning_starts)`` (1.316 by default).
+    :param train_ratio: Training steps per env step; None derives it from the budgets as the reference does (1.316
+        by default, :func:`~sb3_twm.twm.hyperparameters.training_steps_per_env_step`).
     :param budget: Sampled steps spent on training over the whole run, pretraining included.
     :param pretrain_budget: Sampled steps spent on the one-off pretraining after ``learning_starts`` (0 skips it).
     :param pretrain_observation_share: Share of ``pretrain_budget`` for the observation model (single frames).
@@ -96,31 +83,22 @@ class TWM(OffPolicyAlgorithm):
     :param normalize_advantage: Normalise advantages per batch (``ac_normalize_advantages``).
     :param target_update_interval: Actor-critic updates between copies of the critic into its target network;
         1 means no separate target (the critic bootstraps itself).
-    :param mixed_precision: Run training under bf16 autocast (losses, returns and optimiser states stay in float32).
-        None turns it on for CUDA devices that support bf16 and off on CPU, so CPU runs compute exactly in float32;
-        True on a CPU with bf16 matrix units (AMX) is about twice as fast but no longer bit-identical.
-    :param compile_world_model: Compile the world-model update's forward and backward passes with ``torch.compile``
-        (the observation model and the dynamics model with their losses; acting and imagination stay eager). The
-        same computation up to float rounding, with the compiler's own random draws; the first updates pay the
-        compilation (about 80 s on 2 CPU cores at the default sizes). On 2 CPU cores it was no faster than the eager
-        update with ``reuse_cpu_memory``.
-    :param reuse_cpu_memory: While ``learn()`` runs on a CPU device (Linux with glibc), keep the memory that one
-        training update frees in the process for the next one instead of returning it to the system
-        (:func:`~sb3_twm.common.cpu_memory.reuse_freed_memory`): updates skip the page faults of their large
-        activations. Nothing computed changes; the process holds its peak training memory until ``learn()`` returns.
-    :param skip_non_finite_updates: Skip an optimiser step whose gradients are not finite (a NaN/inf loss), leaving
-        the weights and the optimiser state unchanged, with a ``RuntimeWarning`` and the count logged as
-        ``train/skipped_updates``. The check costs one host-device synchronisation per optimiser step (nothing on
-        CPU; on a GPU it stalls the queue briefly four times per training step): set False to drop it.
+    :param mixed_precision: Train under bf16 autocast (losses, returns and optimiser states stay float32). None: on
+        for CUDA devices with bf16, off on CPU (exact float32); True on a CPU with AMX is faster but not bit-identical.
+    :param compile_world_model: ``torch.compile`` the world-model update (forward and backward, see ``WorldModel``):
+        the same computation up to rounding, with the compiler's random draws; the first updates pay the compilation.
+    :param reuse_cpu_memory: While ``learn()`` runs on a CPU (Linux, glibc), keep memory freed by one update for the
+        next (:func:`~sb3_twm.common.cpu_memory.reuse_freed_memory`): no page faults; nothing computed changes.
+    :param skip_non_finite_updates: Skip an optimiser step whose gradients are not finite (NaN/inf loss), with a
+        ``RuntimeWarning``, counted in ``train/skipped_updates``; costs one device sync per optimiser step.
     :param world_model_kwargs: Dynamics-model architecture and world-model loss weights: the keyword arguments of
         ``ObservationModel``, ``DynamicsModel`` and ``WorldModel`` (``sb3_twm.world_model.world_model_defaults()``
         lists every key with its default).
     :param observation_optimizer_kwargs: Adam settings of the observation model: ``lr`` (default: ``learning_rate``),
         ``eps``, ``weight_decay``, ``max_grad_norm``, ``betas`` (defaults: ``world_model.OPTIMIZER_DEFAULTS``).
     :param dynamics_optimizer_kwargs: Same for the dynamics model.
-    :param actor_optimizer_kwargs: Same for the actor (defaults: ``ACTOR_OPTIMIZER_DEFAULTS`` of
-        ``sb3_twm.twm.actor_critic``).
-    :param critic_optimizer_kwargs: Same for the critic (defaults, its own ``lr`` included: ``CRITIC_OPTIMIZER_DEFAULTS``).
+    :param actor_optimizer_kwargs: Same for the actor (defaults: ``actor_critic.ACTOR_OPTIMIZER_DEFAULTS``).
+    :param critic_optimizer_kwargs: Same for the critic, ``lr`` included (``actor_critic.CRITIC_OPTIMIZER_DEFAULTS``).
     :param replay_buffer_class: Dataset class, a subclass of ``TWMReplayBuffer`` (the default).
     :param replay_buffer_kwargs: Extra keyword arguments of the dataset.
     :param stats_window_size: Window of the rollout statistics (episodes).
@@ -187,7 +165,7 @@ class TWM(OffPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
-        _check_observation_space(policy, getattr(env, "observation_space", None))
+        check_policy_observations(policy, getattr(env, "observation_space", None))
         super().__init__(
             policy,
             env,
@@ -244,9 +222,7 @@ class TWM(OffPolicyAlgorithm):
         self._train_credit = 0.0
         self._actor_critic_updates = 0
         self._skipped_updates = 0
-        # Env steps collected in the current rollout whose training call has not happened yet: nonzero only while a
-        # rollout runs, so a checkpoint saved by a callback knows the training a resumed run owes.
-        self._untrained_env_steps = 0
+        self._untrained_env_steps = 0  # see ResumableOffPolicyAlgorithm
         if _init_setup_model:
             self._setup_model()
 
@@ -284,10 +260,8 @@ class TWM(OffPolicyAlgorithm):
             skip_non_finite_updates=self.skip_non_finite_updates,
         )
         self._create_aliases()
-        self._base_learning_rates = {
-            optimizer: [group["lr"] for group in optimizer.param_groups] for optimizer in self._optimizers()
-        }
-        self._metrics: dict[str, list[th.Tensor]] = {}
+        self._base_learning_rates = BaseLearningRates(self._optimizers())
+        self._metrics = Metrics()
         if self.mixed_precision is None:
             self._autocast_enabled = self.device.type == "cuda" and th.cuda.is_bf16_supported()
         else:
@@ -381,8 +355,6 @@ class TWM(OffPolicyAlgorithm):
         tb_log_name: str = "run",
         progress_bar: bool = False,
     ) -> tuple[int, BaseCallback]:
-        env_will_reset = reset_num_timesteps or self._last_obs is None
-        resuming = not reset_num_timesteps and self.num_timesteps > 0
         if reset_num_timesteps and self._pretrained:
             warnings.warn(
                 "learn(reset_num_timesteps=True) on a TWM that has trained restarts its step counter: the next "
@@ -390,100 +362,7 @@ class TWM(OffPolicyAlgorithm):
                 "To continue the run, pass reset_num_timesteps=False.",
                 stacklevel=4,
             )
-        if resuming and env_will_reset and self.seed is not None and self.env is not None:
-            # New episodes in a continued run: seed them from the run's seed and step, so that a run resumed from a
-            # checkpoint and one that replaces its envs at the same step collect the same experience.
-            self.env.seed(resume_seed(self.seed, self.num_timesteps))
-        owed_steps, owed_total = (self._untrained_env_steps if resuming else 0), self._total_timesteps
-        self._untrained_env_steps = 0
-        result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
-        if owed_steps > 0:
-            self._train_owed_steps(owed_steps, owed_total)
-        if env_will_reset and self.replay_buffer is not None and self.replay_buffer.size() > 0:
-            # The stored experience and the fresh episodes are not one trajectory.
-            self.replay_buffer.mark_episode_boundary()
-        if result[0] <= self.learning_starts:
-            warnings.warn(
-                f"learn() ends at step {result[0]}, not past learning_starts={self.learning_starts}: this call only "
-                "collects random-action steps and does not train.",
-                stacklevel=4,
-            )
-        return result
-
-    def _train_owed_steps(self, env_steps: int, total_timesteps: int) -> None:
-        """
-        Make the training call that a checkpoint saved during a rollout (by a callback) came before: the run that
-        saved it made this call right after that rollout, with the RNG states the checkpoint holds.
-
-        :param env_steps: Env steps of that rollout.
-        :param total_timesteps: The total of the ``learn()`` call that was running (for the progress).
-        """
-        if self.num_timesteps > 0 and self.num_timesteps > self.learning_starts:
-            self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
-            gradient_steps = self.gradient_steps if self.gradient_steps >= 0 else env_steps
-            if gradient_steps > 0:
-                self.train(batch_size=self.batch_size, gradient_steps=gradient_steps)
-
-    def collect_rollouts(
-        self,
-        env: VecEnv,
-        callback: BaseCallback,
-        train_freq: TrainFreq,
-        replay_buffer: TWMReplayBuffer,
-        action_noise: ActionNoise | None = None,
-        learning_starts: int = 0,
-        log_interval: int | None = None,
-    ) -> RolloutReturn:
-        """
-        SB3's collection loop (``OffPolicyAlgorithm.collect_rollouts``, without action noise and gSDE, which TWM does
-        not use), except that each step is checked, stored in the dataset and its episodes counted *before* the
-        callbacks see it: a checkpoint saved by a callback (``CheckpointCallback``) holds the step its name counts,
-        and the training that step is owed (``_untrained_env_steps``) runs first when it resumes.
-        """
-        self.policy.set_training_mode(False)
-        num_collected_steps, num_collected_episodes = 0, 0
-        assert isinstance(env, VecEnv), "You must pass a VecEnv"
-        assert train_freq.frequency > 0, "Should at least collect one step or episode."
-        if env.num_envs > 1:
-            assert train_freq.unit == TrainFrequencyUnit.STEP, "You must use only one env when doing episodic training."
-        callback.on_rollout_start()
-        while should_collect_more_steps(train_freq, num_collected_steps, num_collected_episodes):
-            actions, buffer_actions = self._sample_action(learning_starts, action_noise, env.num_envs)
-            new_obs, rewards, dones, infos = env.step(actions)
-            self.num_timesteps += env.num_envs
-            num_collected_steps += 1
-            logs_due = self._store_step(replay_buffer, buffer_actions, new_obs, rewards, dones, infos, log_interval)
-            num_collected_episodes += int(np.sum(dones))
-            self._untrained_env_steps = num_collected_steps * env.num_envs
-            callback.update_locals(locals())
-            if not callback.on_step():
-                return RolloutReturn(num_collected_steps * env.num_envs, num_collected_episodes, continue_training=False)
-            self._update_current_progress_remaining(self.num_timesteps, self._total_timesteps)
-            self._on_step()
-            for _ in range(logs_due):
-                self.dump_logs()
-        callback.on_rollout_end()
-        return RolloutReturn(num_collected_steps * env.num_envs, num_collected_episodes, continue_training=True)
-
-    def _store_step(
-        self,
-        replay_buffer: TWMReplayBuffer,
-        buffer_actions: np.ndarray,
-        new_obs: np.ndarray,
-        rewards: np.ndarray,
-        dones: np.ndarray,
-        infos: list[dict[str, Any]],
-        log_interval: int | None,
-    ) -> int:
-        # Refused before it is stored: one NaN reward in the dataset would poison every batch that draws it.
-        _check_transition(self.num_timesteps, rewards, new_obs)
-        self._update_info_buffer(infos, dones)
-        self._store_transition(replay_buffer, buffer_actions, new_obs, rewards, dones, infos)
-        logs_due = 0
-        for _ in range(int(np.sum(dones))):
-            self._episode_num += 1
-            logs_due += log_interval is not None and self._episode_num % log_interval == 0
-        return logs_due
+        return super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
 
     # ---------------------------------------------------------------- training
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
@@ -538,7 +417,7 @@ class TWM(OffPolicyAlgorithm):
         if skipped:
             return  # the latents of a skipped update are no start for imagination either
         trajectories = self.imagine(update.output)
-        self._record(
+        self._metrics.record(
             "imagination",
             {
                 "reward": trajectories.rewards.mean(),
@@ -590,67 +469,28 @@ class TWM(OffPolicyAlgorithm):
 
     def _update_learning_rates(self) -> None:
         # Every optimiser follows the schedule in proportion, so a constant learning_rate leaves them unchanged.
-        initial = self.lr_schedule(1.0)
-        scale = self.lr_schedule(self._current_progress_remaining) / initial if initial > 0 else 0.0
-        self.logger.record("train/learning_rate", self.lr_schedule(self._current_progress_remaining))
-        for optimizer, base_rates in self._base_learning_rates.items():
-            for group, base_rate in zip(optimizer.param_groups, base_rates):
-                group["lr"] = base_rate * scale
+        initial, current = self.lr_schedule(1.0), self.lr_schedule(self._current_progress_remaining)
+        self.logger.record("train/learning_rate", current)
+        self._base_learning_rates.scale(current / initial if initial > 0 else 0.0)
 
     # ----------------------------------------------------------------- logging
-    def _record(self, prefix: str, metrics: dict[str, th.Tensor]) -> None:
-        # Kept as tensors and averaged when the logs are written, so training never waits on the device.
-        for key, value in metrics.items():
-            self._metrics.setdefault(f"{prefix}/{key}", []).append(value.detach().float())
-
     def _record_update(self, prefix: str, update: Update | WorldModelUpdate) -> None:
-        self._record(prefix, update.metrics)
+        self._metrics.record(prefix, update.metrics)
         self._skipped_updates += update.skipped_updates
-
-    def _log_pretraining(self, part: str, updates: int) -> None:
-        self.logger.record(f"pretrain/{part.replace(' ', '_').replace('-', '_')}_updates", updates)
-        if self.verbose >= 1:
-            print(f"TWM pretraining: {updates} {part} updates")
 
     def dump_logs(self) -> None:
         """Write the averaged training metrics, then SB3's rollout and time statistics."""
-        for key, values in self._metrics.items():
-            self.logger.record(f"train/{key}" if not key.startswith("pretrain") else key, th.stack(values).mean().item())
-        self._metrics = {}
+        self._metrics.write(self.logger)
         self.logger.record("train/skipped_updates", self._skipped_updates)
         super().dump_logs()
 
     # --------------------------------------------------------------- save/load
     def _excluded_save_params(self) -> list[str]:
-        return [
-            *super()._excluded_save_params(),
-            "actor_critic",
-            "critic_target",
-            "_metrics",
-            "_base_learning_rates",
-            "_warned_small_dataset",
-            "_autocast_enabled",
-            # Rebuilt from learning_rate by _setup_model.
-            "lr_schedule",
-            # The env is reset on resume (its state cannot be saved), so the last observations are not needed.
-            "_last_obs",
-            "_last_original_obs",
-            "_last_episode_starts",
-        ]
+        return [*super()._excluded_save_params(), *checkpointing.EXCLUDED_ATTRIBUTES]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
-        state_dicts = [
-            "policy",
-            "world_model",
-            "critic",
-            "world_model.observation_optimizer",
-            "world_model.dynamics_optimizer",
-            "actor_optimizer",
-            "critic_optimizer",
-        ]
-        if self.critic_target is not self.critic:
-            state_dicts.append("critic_target")
-        return state_dicts, ["_torch_rng_state", "_cuda_rng_states"]
+        separate_target = ["critic_target"] if self.critic_target is not self.critic else []
+        return [*checkpointing.STATE_DICTS, *separate_target], ["_torch_rng_state", "_cuda_rng_states"]
 
     def save(
         self,
@@ -659,10 +499,8 @@ class TWM(OffPolicyAlgorithm):
         include: list[str] | None = None,
     ) -> None:
         """
-        Save the model in SB3's zip layout, atomically (temporary file renamed over ``path``), with the state an
-        exact resume needs (counters, schedule phase, random generators; see :mod:`sb3_twm.twm.checkpointing`) and
-        without any pickled data: every attribute is stored as plain JSON. The dataset is saved by
-        ``save_replay_buffer``.
+        Save the model (SB3's zip layout, written atomically, plain JSON and tensors: never pickled) with everything
+        an exact resume needs (:mod:`sb3_twm.twm.checkpointing`). The dataset is saved by ``save_replay_buffer``.
 
         :param path: File (``.zip`` is appended when it has no suffix) or binary file object.
         :param exclude: Attributes not to save, besides the default ones.
@@ -682,20 +520,16 @@ class TWM(OffPolicyAlgorithm):
         **kwargs: Any,
     ) -> SelfTWM:
         """
-        Load a model saved by ``save``, restoring its random generators, without unpickling anything: the data is
-        plain JSON and the tensors are loaded with ``weights_only=True``. A truncated, corrupted or foreign file, or
-        an env that does not match the model (observation shape, frame stack, number of actions), raises a
-        ``ValueError`` (``CheckpointError``) naming the file; the process' random generators are then left as they
-        were.
+        Load a model saved by ``save`` without unpickling anything, restoring its random generators. A broken or
+        foreign file, or an env that does not match the model, raises a ``CheckpointError`` (a ``ValueError``) naming
+        the file and the problem, and leaves the process' random generators as they were.
 
         :param path: The zip file (``.zip`` is tried when the path has no suffix) or a seekable binary file object.
         :param env: The env to train on (optional for prediction); the envs are reset before training.
         :param device: Device.
-        :param custom_objects: Attributes to use instead of the saved ones (needed for what a checkpoint cannot
-            hold, e.g. a callable ``learning_rate``).
+        :param custom_objects: Attributes to use instead of the saved ones (e.g. a callable ``learning_rate``).
         :param print_system_info: Print the saved and the current system info.
-        :param force_reset: Kept for SB3 compatibility: TWM does not save the last observations, so the envs are
-            always reset before training.
+        :param force_reset: Kept for SB3 compatibility: the envs are always reset before training.
         :param kwargs: Attributes to change (e.g. hyperparameters).
         :return: The model.
         """
@@ -703,10 +537,7 @@ class TWM(OffPolicyAlgorithm):
 
     def save_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
         """
-        Save the dataset as an ``.npz`` of plain arrays (no pickle), atomically: observations, actions, rewards,
-        terminated and truncated flags and visit counts of the stored steps, the latest next observations, and
-        a JSON ``metadata`` entry (format version, spaces, ``n_envs``, capacity, ring position, ``num_timesteps``).
-        The content is ``.npz`` whatever the name (``CheckpointCallback`` and rl-zoo3 name it ``.pkl``).
+        Save the dataset atomically as an ``.npz`` of plain arrays and JSON metadata, whatever the file name.
 
         :param path: File (``.npz`` is appended when it has no suffix) or binary file object.
         """
@@ -714,51 +545,10 @@ class TWM(OffPolicyAlgorithm):
 
     def load_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase, truncate_last_traj: bool = True) -> None:
         """
-        Load a dataset saved by ``save_replay_buffer``. It is read into a new buffer and checked (format, spaces,
-        ``n_envs``, capacity, array shapes and dtypes, CRCs, action range, finite rewards and visit counts) before
-        it replaces the model's: a truncated, corrupted, foreign or mismatching file raises a ``ValueError`` naming
-        the file and leaves the model's dataset as it was. Nothing is unpickled.
+        Load a dataset saved by ``save_replay_buffer``, checked before it replaces the model's (a broken, foreign or
+        mismatching file raises a ``CheckpointError`` naming it and changes nothing). Nothing is unpickled.
 
         :param path: The file (``.npz`` is tried when the path has no suffix) or a binary file object.
-        :param truncate_last_traj: Kept for SB3 compatibility (HER only); the next ``learn()`` with a reset env marks
-            an episode boundary anyway.
+        :param truncate_last_traj: Kept for SB3 compatibility; a resumed ``learn()`` marks an episode boundary anyway.
         """
         checkpointing.load_dataset(self, path)
-
-
-def _check_observation_space(policy: Any, observation_space: Any) -> None:
-    # Before SB3 builds anything: its own messages for these cases do not say what to change.
-    if observation_space is None:
-        return
-    if isinstance(observation_space, (spaces.Dict, spaces.Tuple)):
-        check_box_observations(observation_space)
-    cnn = policy == "CnnPolicy" or (
-        isinstance(policy, type) and issubclass(policy, TWMPolicy) and policy.observation_architecture == "cnn"
-    )
-    if cnn and isinstance(observation_space, spaces.Box) and len(observation_space.shape) == 3:
-        height_or_channels, middle, last = observation_space.shape
-        if middle < height_or_channels and middle < last:
-            # SB3 would take the last axis for channels and pass on a garbled image.
-            raise ValueError(
-                f"CnnPolicy needs images as (height, width, channels) or (channels, height, width), got shape "
-                f"{observation_space.shape}: its smallest axis is in the middle, which looks like a misplaced "
-                "channel axis. Transpose the observations (e.g. gymnasium.wrappers.TransformObservation)."
-            )
-
-
-def _check_transition(step: int, rewards: np.ndarray, new_obs: Any) -> None:
-    rewards = np.asarray(rewards)
-    if not np.all(np.isfinite(rewards)):
-        env_index = int(np.flatnonzero(~np.isfinite(rewards.reshape(-1)))[0])
-        raise ValueError(
-            f"The env returned a non-finite reward ({rewards.reshape(-1)[env_index]}) at step {step} (env {env_index}). "
-            "TWM cannot learn from NaN/inf rewards: fix the env or clip its rewards (e.g. "
-            "gymnasium.wrappers.TransformReward)."
-        )
-    observations = np.asarray(new_obs)
-    if observations.dtype.kind == "f" and not np.all(np.isfinite(observations)):
-        env_index = int(np.flatnonzero((~np.isfinite(observations.reshape(len(observations), -1))).any(axis=1))[0])
-        raise ValueError(
-            f"The env returned a non-finite observation at step {step} (env {env_index}). "
-            "TWM cannot learn from NaN/inf observations: fix the env."
-        )

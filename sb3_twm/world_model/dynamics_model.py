@@ -163,7 +163,7 @@ class DynamicsModel(nn.Module):
         :return: Predictions for every step: step t predicts z_{t+1}, r_t and the discount after step t.
         """
         # z: (B, S, K*C); actions: (B, S); rewards, dones: (B, S-1)
-        batch_size, num_steps = actions.shape
+        num_steps = actions.shape[1]
         tokens = self._step_tokens(z, actions)  # (B, S, 2, D)
         if self.input_rewards:
             reward_tokens = self.reward_embedding(rewards.unsqueeze(-1))  # (B, S-1, D)

@@ -5,6 +5,7 @@ Two architectures share one interface: ``CnnEncoder``/``CnnDecoder`` for stacked
 ``MlpEncoder``/``MlpDecoder`` for flat vector observations.
 """
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -92,7 +93,7 @@ class CnnEncoder(Encoder):
             )
         widths = [channels] + [cnn_channels * 2**i for i in range(4)]
         layers: list[nn.Module] = []
-        for in_channels, out_channels in zip(widths[:-1], widths[1:]):
+        for in_channels, out_channels in itertools.pairwise(widths):
             layers += [nn.Conv2d(in_channels, out_channels, kernel_size=4, stride=2), activation_fn()]
         self.cnn = nn.Sequential(*layers)
         with th.no_grad():

@@ -109,11 +109,13 @@ class WorldModel(nn.Module):
         :return: The world model.
         """
         keys = world_model_keys()
-        unknown = set(world_model_kwargs) - {key for group in keys.values() for key in group}
+        valid = sorted(key for group in keys.values() for key in group)
+        unknown = set(world_model_kwargs) - set(valid)
         if unknown:
-            valid = sorted(key for group in keys.values() for key in group)
             raise ValueError(f"Unknown world_model_kwargs {sorted(unknown)}; valid keys: {valid}.")
-        chosen = {part: {key: world_model_kwargs[key] for key in group if key in world_model_kwargs} for part, group in keys.items()}
+        chosen = {
+            part: {key: value for key, value in world_model_kwargs.items() if key in group} for part, group in keys.items()
+        }
         dynamics_model = DynamicsModel(
             num_actions,
             encoder.latent_categoricals,

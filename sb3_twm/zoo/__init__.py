@@ -21,17 +21,13 @@ model with the dataset and the statistics that belong to it and continues its st
 Nothing here imports rl-zoo3 at module level: the hook runs while ``rl_zoo3/__init__`` is still being imported.
 """
 
-import functools
-import warnings
-from collections import OrderedDict
 from pathlib import Path
-from pprint import pprint
 from types import ModuleType
-from typing import Any
 
-from sb3_twm.common.checkpoints import dataset_path_for_checkpoint, vecnormalize_path_for_checkpoint
 from sb3_twm.twm.twm import TWM
-from sb3_twm.zoo.hyperparams_opt import BASE_HYPERPARAMS, convert_twm_params, sample_twm_params
+from sb3_twm.zoo import experiment_manager
+from sb3_twm.zoo.experiment_manager import ALGO_NAME
+from sb3_twm.zoo.hyperparams_opt import convert_twm_params, sample_twm_params
 
 __all__ = [
     "ALGO_NAME",
@@ -47,7 +43,6 @@ __all__ = [
     "sample_twm_params",
 ]
 
-ALGO_NAME = "twm"
 COMMANDS = ("train", "enjoy", "record_video")
 
 
@@ -85,7 +80,8 @@ def _zoo_default_configs(exp_manager_module: ModuleType) -> set[Path]:
 
 def patch_experiment_manager(exp_manager_module: ModuleType) -> None:
     """
-    Adapt ``rl_zoo3.exp_manager.ExperimentManager`` for ``algo == "twm"`` (other algorithms are untouched):
+    Adapt ``rl_zoo3.exp_manager.ExperimentManager`` for ``algo == "twm"`` (other algorithms are untouched; the
+    replacements are in :mod:`sb3_twm.zoo.experiment_manager`):
 
     - without ``--conf-file``, read sb3-twm's ``twm.yml`` (rl-zoo3 itself has none; if it ever ships one, it wins);
     - ``-optimize``: give the sampler the configuration being tuned, so that the search is anchored at it;
@@ -98,144 +94,15 @@ def patch_experiment_manager(exp_manager_module: ModuleType) -> None:
       (which a killed run never wrote, and which holds the statistics of the run's end, not of the checkpoint);
     - ``-i <model.zip>``: load the model with its own hyperparameters (its policy and ``policy_kwargs`` always; every
       other one unless ``-params`` sets it on this command line: the configuration's entry is not applied to a
-      resumed run, and differing values are named), the dataset that
-      belongs to it (:func:`~sb3_twm.common.checkpoints.dataset_path_for_checkpoint`:
-      ``<prefix>_replay_buffer_<N>_steps.pkl`` for a checkpoint ``<prefix>_<N>_steps.zip``, else ``replay_buffer.pkl``
-      next to the model; a trained model without one warns), then continue the run:
-      ``learn(n_timesteps, reset_num_timesteps=False)``, so ``-n`` counts further steps.
+      resumed run, and differing values are named), the dataset that belongs to it
+      (:func:`~sb3_twm.common.checkpoints.dataset_path_for_checkpoint`: ``<prefix>_replay_buffer_<N>_steps.pkl`` for a
+      checkpoint ``<prefix>_<N>_steps.zip``, else ``replay_buffer.pkl`` next to the model; a trained model without one
+      warns), then continue the run: ``learn(n_timesteps, reset_num_timesteps=False)``, so ``-n`` counts further steps.
     """
     cls = exp_manager_module.ExperimentManager
     if getattr(cls, "_sb3_twm_patched", False):
         return
-    original_init, original_objective, original_read = cls.__init__, cls.objective, cls.read_hyperparameters
-    original_callbacks, original_load, original_learn = cls.create_callbacks, cls._load_pretrained_agent, cls.learn
-    original_normalize = cls._maybe_normalize
-    vec_normalize_class = exp_manager_module.VecNormalize
-    checkpoint_callback_class = exp_manager_module.CheckpointCallback
-    zoo_defaults = _zoo_default_configs(exp_manager_module)
-
-    @functools.wraps(original_init)
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        original_init(self, *args, **kwargs)
-        config = Path(self.config)
-        if self.algo == ALGO_NAME and config.resolve() in zoo_defaults and not config.is_file():
-            self.config = str(default_config_path())
-
-    @functools.wraps(original_objective)
-    def objective(self: Any, trial: Any) -> float:
-        if self.algo != ALGO_NAME:
-            return original_objective(self, trial)
-        token = BASE_HYPERPARAMS.set(self._hyperparams)
-        try:
-            return original_objective(self, trial)
-        finally:
-            BASE_HYPERPARAMS.reset(token)
-
-    @functools.wraps(original_read)
-    def read_hyperparameters(self: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-        if self.algo != ALGO_NAME or not (self.storage and self.study_name and self.trial_id):
-            return original_read(self)
-        # Read the configuration (yml + -params) without the trial, then apply the trial on top of it, merging
-        # nested kwargs, and -params last, as the zoo orders them.
-        trial_id, self.trial_id = self.trial_id, None
-        try:
-            hyperparams, _ = original_read(self)
-        finally:
-            self.trial_id = trial_id
-        params = self.load_trial(self.storage, self.study_name, trial_id, convert=False)
-        trial_hyperparams = convert_twm_params(params, hyperparams)
-        print(f"Hyperparameters of trial {trial_id} of Optuna study {self.study_name!r} (nested kwargs merged):")
-        pprint(trial_hyperparams)
-        hyperparams.update(trial_hyperparams)
-        hyperparams.update(self.custom_hyperparams or {})
-        return hyperparams, OrderedDict((key, hyperparams[key]) for key in sorted(hyperparams))
-
-    @functools.wraps(original_callbacks)
-    def create_callbacks(self: Any) -> None:
-        original_callbacks(self)
-        if self.algo != ALGO_NAME:
-            return
-        for callback in self.callbacks:
-            if isinstance(callback, checkpoint_callback_class):
-                # A TWM checkpoint cannot resume without its dataset, nor a normalised run without its statistics.
-                callback.save_replay_buffer = True
-                callback.save_vecnormalize = True
-
-    @functools.wraps(original_normalize)
-    def _maybe_normalize(self: Any, env: Any, eval_env: bool) -> Any:
-        statistics = vecnormalize_path_for_checkpoint(self.trained_agent) if self.trained_agent else None
-        if self.algo != ALGO_NAME or statistics is None:
-            return original_normalize(self, env, eval_env)
-        print(f"Loading VecNormalize statistics {statistics}")
-        env = vec_normalize_class.load(str(statistics), env)
-        if eval_env:
-            # As rl-zoo3 does for evaluation envs: frozen statistics, raw rewards.
-            env.training = False
-            env.norm_reward = False
-        return env
-
-    @functools.wraps(original_load)
-    def _load_pretrained_agent(self: Any, hyperparams: dict[str, Any], env: Any) -> Any:
-        if self.algo != ALGO_NAME:
-            return original_load(self, hyperparams, env)
-        print("Loading pretrained agent")
-        # The policy and its kwargs are saved in the model and cannot change (the zoo drops them too). The run goes
-        # on with the checkpoint's own hyperparameters: only what -params sets on this command line changes them
-        # (the configuration file's entry may differ from what the run was started with, e.g. by -params then).
-        explicit = set(self.custom_hyperparams or {}) - {"policy", "policy_kwargs"}
-        overrides = {key: value for key, value in hyperparams.items() if key in explicit}
-        model = exp_manager_module.ALGOS[self.algo].load(
-            self.trained_agent,
-            env=env,
-            seed=self.seed,
-            tensorboard_log=self.tensorboard_log,
-            verbose=self.verbose,
-            device=self.device,
-            **overrides,
-        )
-        differing = sorted(
-            key
-            for key, value in hyperparams.items()
-            if key not in explicit and key not in ("policy", "policy_kwargs") and not callable(value)
-            and hasattr(model, key) and getattr(model, key) != value
-        )  # fmt: skip
-        if differing:
-            print(
-                f"The checkpoint's values of {differing} are kept (the configuration's differ): pass -params "
-                "key:value to change one."
-            )
-        dataset_path = dataset_path_for_checkpoint(self.trained_agent)
-        if dataset_path is not None:
-            print(f"Loading replay buffer {dataset_path}")
-            model.load_replay_buffer(dataset_path, truncate_last_traj=self.truncate_last_trajectory)
-        elif model.num_timesteps > 0:
-            warnings.warn(
-                f"No dataset found for {self.trained_agent} (a checkpoint <prefix>_<N>_steps.zip needs "
-                "<prefix>_replay_buffer_<N>_steps.pkl, any other model replay_buffer.pkl next to it): TWM continues "
-                "with an empty dataset, so training does not continue exactly.",
-                stacklevel=2,
-            )
-        return model
-
-    @functools.wraps(original_learn)
-    def learn(self: Any, model: Any) -> None:
-        if self.algo != ALGO_NAME or not self.continue_training:
-            return original_learn(self, model)
-        # Continue the loaded run (its step counter, schedule phase and dataset) instead of restarting it.
-        model.learn = functools.partial(model.learn, reset_num_timesteps=False)
-        try:
-            return original_learn(self, model)
-        finally:
-            del model.learn  # the instance attribute would otherwise be saved with the model
-
-    cls.__init__ = __init__
-    cls.objective = objective
-    cls.read_hyperparameters = read_hyperparameters
-    cls.create_callbacks = create_callbacks
-    cls._maybe_normalize = _maybe_normalize
-    cls._load_pretrained_agent = _load_pretrained_agent
-    cls.learn = learn
-    cls._sb3_twm_patched = True
+    experiment_manager.patch(cls, exp_manager_module, default_config_path(), _zoo_default_configs(exp_manager_module))
 
 
 def register_all() -> None:

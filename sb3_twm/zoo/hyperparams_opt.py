@@ -52,7 +52,7 @@ def _as_dict(value: Any) -> dict[str, Any]:
     if isinstance(value, str):
         from rl_zoo3 import exp_manager  # the namespace the zoo evaluates these strings in
 
-        value = eval(value, vars(exp_manager))  # noqa: S307 - same as rl-zoo3
+        value = eval(value, vars(exp_manager))
     return dict(value)
 
 
@@ -142,6 +142,35 @@ def sample_twm_params(trial: Any, n_actions: int, n_envs: int, additional_args: 
     return convert_twm_params(dict(trial.params), base)
 
 
+def _pop_world_model_params(params: dict[str, Any], configured: dict[str, Any]) -> dict[str, Any]:
+    # Trial parameters of world_model_kwargs, taken out of ``params``.
+    world_model: dict[str, Any] = {}
+    for name in ("latent_entropy_coef", "latent_entropy_threshold"):
+        if name in params:
+            world_model[name] = float(params.pop(name))
+    if "num_layers" in params:
+        world_model["num_layers"] = int(params.pop("num_layers"))
+    if "embed_dim" in params:
+        configured = {**world_model_defaults(), **configured}
+        embed_dim = int(params.pop("embed_dim"))
+        world_model["embed_dim"] = embed_dim
+        # The feed-forward width keeps its ratio to the model width.
+        world_model["feedforward_dim"] = max(1, round(configured["feedforward_dim"] * embed_dim / configured["embed_dim"]))
+    return world_model
+
+
+def _pop_policy_params(params: dict[str, Any], configured: dict[str, Any]) -> dict[str, Any]:
+    # Trial parameters of policy_kwargs, taken out of ``params``.
+    policy: dict[str, Any] = {}
+    if "actor_critic_width" in params:
+        net_arch = configured.get("net_arch")
+        scale = int(params.pop("actor_critic_width")) / _net_arch_width(net_arch)
+        policy["net_arch"] = _scale_net_arch(net_arch, scale)
+    if "cnn_channels" in params:
+        policy["cnn_channels"] = int(params.pop("cnn_channels"))
+    return policy
+
+
 def convert_twm_params(params: dict[str, Any], base: dict[str, Any] | None = None) -> dict[str, Any]:
     """
     Turn trial parameters into ``TWM`` keyword arguments (rl-zoo3 converter, used for ``--trial-id``).
@@ -165,28 +194,10 @@ def convert_twm_params(params: dict[str, Any], base: dict[str, Any] | None = Non
         critic = _as_dict(base.get("critic_optimizer_kwargs"))
         hyperparams["critic_optimizer_kwargs"] = {**critic, "lr": float(params.pop("critic_lr"))}
 
-    world_model: dict[str, Any] = {}
-    for name in ("latent_entropy_coef", "latent_entropy_threshold"):
-        if name in params:
-            world_model[name] = float(params.pop(name))
-    if "num_layers" in params:
-        world_model["num_layers"] = int(params.pop("num_layers"))
-    if "embed_dim" in params:
-        configured = {**world_model_defaults(), **_as_dict(base.get("world_model_kwargs"))}
-        embed_dim = int(params.pop("embed_dim"))
-        world_model["embed_dim"] = embed_dim
-        # The feed-forward width keeps its ratio to the model width.
-        world_model["feedforward_dim"] = max(1, round(configured["feedforward_dim"] * embed_dim / configured["embed_dim"]))
+    world_model = _pop_world_model_params(params, _as_dict(base.get("world_model_kwargs")))
     if world_model:
         hyperparams["world_model_kwargs"] = {**_as_dict(base.get("world_model_kwargs")), **world_model}
-
-    policy: dict[str, Any] = {}
-    if "actor_critic_width" in params:
-        net_arch = _as_dict(base.get("policy_kwargs")).get("net_arch")
-        scale = int(params.pop("actor_critic_width")) / _net_arch_width(net_arch)
-        policy["net_arch"] = _scale_net_arch(net_arch, scale)
-    if "cnn_channels" in params:
-        policy["cnn_channels"] = int(params.pop("cnn_channels"))
+    policy = _pop_policy_params(params, _as_dict(base.get("policy_kwargs")))
     if policy:
         hyperparams["policy_kwargs"] = {**_as_dict(base.get("policy_kwargs")), **policy}
 

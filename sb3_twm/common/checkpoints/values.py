@@ -10,6 +10,7 @@ import importlib
 import math
 import sys
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -154,37 +155,49 @@ def decode_value(encoded: Any) -> Any:
     kind = encoded.get(TAG)
     if kind is None:
         return {key: decode_value(item) for key, item in encoded.items()}
-    if kind == "tuple":
-        return tuple(decode_value(item) for item in encoded["items"])
-    if kind == "float":
-        return float(_decode_float(encoded["value"]))
-    if kind == "TrainFreq":
-        return TrainFreq(int(encoded["frequency"]), TrainFrequencyUnit(encoded["unit"]))
-    if kind == "deque":
-        maxlen = encoded["maxlen"]
-        return deque((decode_value(item) for item in encoded["items"]), maxlen=None if maxlen is None else int(maxlen))
-    if kind == "ndarray":
-        return _decode_array(encoded)
-    if kind == "Box":
-        low, high = _decode_array(encoded["low"]), _decode_array(encoded["high"])
-        return spaces.Box(low, high, tuple(int(size) for size in encoded["shape"]), _plain_dtype(encoded["dtype"]))
-    if kind == "Discrete":
-        return spaces.Discrete(int(encoded["n"]), start=int(encoded.get("start", 0)))
-    if kind == "class":
-        return resolve_class(str(encoded["module"]), str(encoded["qualname"]))
-    if kind == "schedule":
-        name = encoded["class"]
-        if name not in SCHEDULE_CLASSES:
-            raise CheckpointError(f"unknown schedule class {name!r}")
-        module, _, qualname = name.rpartition(".")
-        cls = resolve_class(module, qualname, allow_import=True)  # the name is one of TWM's list, not the file's
-        schedule = cls.__new__(cls)
-        for field in SCHEDULE_CLASSES[name]:
-            setattr(schedule, field, decode_value(encoded[field]))
-        return schedule
-    if kind == "unsaved":
-        raise CheckpointError(f"the value was {describe_unsaved(encoded)}, which a checkpoint does not store")
-    raise CheckpointError(f"unknown encoded value {kind!r}")
+    if kind not in _DECODERS:
+        raise CheckpointError(f"unknown encoded value {kind!r}")
+    return _DECODERS[kind](encoded)
+
+
+def _decode_deque(encoded: dict[str, Any]) -> deque:
+    maxlen = encoded["maxlen"]
+    return deque((decode_value(item) for item in encoded["items"]), maxlen=None if maxlen is None else int(maxlen))
+
+
+def _decode_box(encoded: dict[str, Any]) -> spaces.Box:
+    low, high = _decode_array(encoded["low"]), _decode_array(encoded["high"])
+    return spaces.Box(low, high, tuple(int(size) for size in encoded["shape"]), _plain_dtype(encoded["dtype"]))
+
+
+def _decode_schedule(encoded: dict[str, Any]) -> Any:
+    name = encoded["class"]
+    if name not in SCHEDULE_CLASSES:
+        raise CheckpointError(f"unknown schedule class {name!r}")
+    module, _, qualname = name.rpartition(".")
+    cls = resolve_class(module, qualname, allow_import=True)  # the name is one of TWM's list, not the file's
+    schedule = cls.__new__(cls)
+    for field in SCHEDULE_CLASSES[name]:
+        setattr(schedule, field, decode_value(encoded[field]))
+    return schedule
+
+
+def _refuse_unsaved(encoded: dict[str, Any]) -> Any:
+    raise CheckpointError(f"the value was {describe_unsaved(encoded)}, which a checkpoint does not store")
+
+
+_DECODERS: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "tuple": lambda encoded: tuple(decode_value(item) for item in encoded["items"]),
+    "float": lambda encoded: float(_decode_float(encoded["value"])),
+    "TrainFreq": lambda encoded: TrainFreq(int(encoded["frequency"]), TrainFrequencyUnit(encoded["unit"])),
+    "deque": _decode_deque,
+    "ndarray": lambda encoded: _decode_array(encoded),
+    "Box": _decode_box,
+    "Discrete": lambda encoded: spaces.Discrete(int(encoded["n"]), start=int(encoded.get("start", 0))),
+    "class": lambda encoded: resolve_class(str(encoded["module"]), str(encoded["qualname"])),
+    "schedule": _decode_schedule,
+    "unsaved": _refuse_unsaved,
+}
 
 
 def _plain_dtype(text: str) -> np.dtype:
