@@ -6,37 +6,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch as th
+from configurations import TINY_TWM_KWARGS
 
 from sb3_twm.common.atari import make_twm_atari_env
 
 th.set_num_threads(1)
-
-TINY_WORLD_MODEL_KWARGS: dict[str, Any] = dict(
-    embed_dim=32,
-    num_heads=2,
-    head_dim=16,
-    num_layers=2,
-    feedforward_dim=64,
-    memory_length=8,
-    z_head_dims=[64],
-    reward_head_dims=[32],
-    discount_head_dims=[32],
-)
-TINY_POLICY_KWARGS: dict[str, Any] = dict(
-    net_arch=[64, 64], latent_categoricals=8, latent_classes=8, cnn_channels=8, encoder_hidden_dims=[64]
-)
-TINY_TWM_KWARGS: dict[str, Any] = dict(
-    learning_starts=200,
-    buffer_size=2000,
-    batch_size=4,
-    sequence_length=8,
-    imagination_batch_size=16,
-    imagination_horizon=5,
-    train_ratio=0.25,
-    pretrain_budget=2000,
-    world_model_kwargs=TINY_WORLD_MODEL_KWARGS,
-    policy_kwargs=TINY_POLICY_KWARGS,
-)
 
 
 @pytest.fixture

@@ -29,40 +29,17 @@ import sb3_twm
 from sb3_twm import TWM
 from sb3_twm.common.atari import make_twm_atari_env
 
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from configurations import TINY_POLICY_KWARGS, TINY_SCHEDULE_KWARGS
+
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "fingerprints.json"
 
-TINY_WORLD_MODEL = dict(
-    embed_dim=32,
-    num_heads=2,
-    head_dim=16,
-    num_layers=2,
-    feedforward_dim=64,
-    memory_length=8,
-    z_head_dims=[64],
-    reward_head_dims=[32],
-    discount_head_dims=[32],
-)
-TINY = dict(
-    learning_starts=200,
-    buffer_size=2000,
-    batch_size=4,
-    sequence_length=8,
-    imagination_batch_size=16,
-    imagination_horizon=5,
-    train_ratio=0.25,
-    pretrain_budget=2000,
-    world_model_kwargs=TINY_WORLD_MODEL,
-)
+TINY = TINY_SCHEDULE_KWARGS
 CONFIGURATIONS: dict[str, dict[str, Any]] = {
     "cnn-pong": {
         "policy": "CnnPolicy",
         "timesteps": 400,
-        "kwargs": dict(
-            TINY,
-            policy_kwargs=dict(
-                net_arch=[64, 64], latent_categoricals=8, latent_classes=8, cnn_channels=8, encoder_hidden_dims=[64]
-            ),
-        ),
+        "kwargs": dict(TINY, policy_kwargs=TINY_POLICY_KWARGS),
     },
     "mlp-cartpole": {
         "policy": "MlpPolicy",

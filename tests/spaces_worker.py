@@ -19,6 +19,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch as th
+from configurations import TINY_SCHEDULE_KWARGS
 from gymnasium import spaces
 from gymnasium.wrappers import TimeLimit
 from stable_baselines3.common.monitor import Monitor
@@ -28,27 +29,8 @@ from sb3_twm import TWM
 
 FIRST_STEPS, MORE_STEPS = 150, 30
 ARRAYS = ("observations", "actions", "rewards", "terminated", "truncated", "visits", "latest_next_observations")
-KWARGS: dict[str, Any] = dict(
-    learning_starts=100,
-    buffer_size=1000,
-    batch_size=4,
-    sequence_length=8,
-    imagination_batch_size=16,
-    imagination_horizon=5,
-    train_ratio=0.25,
-    pretrain_budget=500,
-    world_model_kwargs=dict(
-        embed_dim=16,
-        num_heads=2,
-        head_dim=8,
-        num_layers=1,
-        feedforward_dim=32,
-        memory_length=8,
-        z_head_dims=[16],
-        reward_head_dims=[16],
-        discount_head_dims=[16],
-    ),
-)
+# The tests' tiny configuration, with a shorter prefill and pretraining: 20 cases run in two processes.
+KWARGS: dict[str, Any] = dict(TINY_SCHEDULE_KWARGS, learning_starts=100, buffer_size=1000, pretrain_budget=500)
 MLP_POLICY_KWARGS = dict(
     net_arch=[16], latent_categoricals=4, latent_classes=4, encoder_hidden_dims=[16], decoder_hidden_dims=[16]
 )

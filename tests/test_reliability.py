@@ -117,7 +117,7 @@ RESUME_WORKER = textwrap.dedent(
     th.set_num_threads(1)
     th.use_deterministic_algorithms(True)
     sys.path.insert(0, sys.argv[1])
-    from conftest import TINY_TWM_KWARGS
+    from configurations import TINY_TWM_KWARGS
     from stable_baselines3.common.callbacks import CheckpointCallback
 
     from sb3_twm import TWM
@@ -239,7 +239,7 @@ KILL_WORKER = textwrap.dedent(
 
     th.set_num_threads(1)
     sys.path.insert(0, sys.argv[1])
-    from conftest import TINY_TWM_KWARGS
+    from configurations import TINY_TWM_KWARGS
 
     from sb3_twm import TWM
     from sb3_twm.common.atari import make_twm_atari_env

@@ -2,9 +2,9 @@
 rl-zoo3 integration: ``--algo twm`` in ``python -m rl_zoo3.train|enjoy|record_video`` through the start-up hook, the
 hook-free ``python -m sb3_twm.zoo``, the packaged ``twm.yml``, and the Optuna sampler/converter.
 
-The command-line tests run the zoo's literal commands in subprocesses (from a temporary directory) with the ``tiny``
-configuration of ``twm.yml``; they need the package installed (``pip install -e ".[zoo]"``) so that the hook is in
-site-packages.
+The command-line tests run the zoo's literal commands in subprocesses (from a temporary directory) with the tiny
+configuration of ``tests/configurations.py``; they need the package installed (``pip install -e ".[zoo]"``) so that
+the hook is in site-packages.
 """
 
 import argparse
@@ -25,6 +25,8 @@ import yaml
 pytest.importorskip("rl_zoo3")
 optuna = pytest.importorskip("optuna")
 
+from configurations import TINY_TWM_KWARGS  # noqa: E402
+
 from sb3_twm import TWM, zoo  # noqa: E402
 from sb3_twm.zoo.hyperparams_opt import convert_twm_params, sample_twm_params  # noqa: E402
 
@@ -39,8 +41,8 @@ def twm_yml() -> dict[str, Any]:
 
 
 def tiny_params() -> list[str]:
-    """The ``tiny`` entry of twm.yml as ``-params key:value ...`` arguments (values are Python literals)."""
-    return ["-params", *(f"{key}:{value!r}" for key, value in twm_yml()["tiny"].items())]
+    """The tiny test configuration as ``-params key:value ...`` arguments (values are Python literals)."""
+    return ["-params", *(f"{key}:{value!r}" for key, value in TINY_TWM_KWARGS.items())]
 
 
 def run(
@@ -238,7 +240,7 @@ def test_atari_evaluation_scores_full_games():
 def test_sampler_gives_valid_anchored_configs(policy, tmp_path):
     from stable_baselines3.common.env_util import make_vec_env
 
-    base = {**twm_yml()["tiny"], "policy": policy}
+    base = {**TINY_TWM_KWARGS, "policy": policy}
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     env = make_vec_env("CartPole-v1", n_envs=1, seed=0)
     for _ in range(8):
@@ -321,7 +323,7 @@ def test_record_video_writes_a_video(pong_run):
 @pytest.mark.slow
 def test_optimize_with_storage_then_load_trial(tmp_path):
     config = twm_yml()
-    (tmp_path / "tiny.yml").write_text(yaml.safe_dump({PONG: {**config["atari"], **config["tiny"]}}))
+    (tmp_path / "tiny.yml").write_text(yaml.safe_dump({PONG: {**config["atari"], **TINY_TWM_KWARGS}}))
     study_args = ["--storage", "sqlite:///twm.db", "--study-name", "s", "--conf-file", "tiny.yml"]
     args = ["rl_zoo3.train", "--algo", "twm", "--env", PONG, "-optimize", "--n-trials", "2", "-n", "300"]
     out = check(run([*args, "--n-evaluations", "1", "--eval-episodes", "1", "--seed", "0", *study_args], tmp_path))

@@ -107,7 +107,8 @@ class RelativeMultiheadAttention(nn.Module):
         self.position_projection = nn.Linear(embed_dim, inner_dim, bias=False)
         self.output_projection = nn.Linear(inner_dim, embed_dim, bias=False)
         self.dropout = dropout
-        # The reference scales by the model width, not the head width (spec section 10, quirk 3).
+        # The reference scales by the model width, not the head width (jrobine/twm, nets.py, the attention of its
+        # Transformer-XL); kept, as its weights and results assume it.
         self.scale = 1.0 / math.sqrt(embed_dim)
 
     def forward(
