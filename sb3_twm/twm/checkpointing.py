@@ -112,7 +112,14 @@ def save_model(
     exclude: list[str] | None = None,
     include: list[str] | None = None,
 ) -> None:
-    """See ``TWM.save``."""
+    """
+    ``TWM.save``: SB3's zip layout, written atomically, with the state an exact resume needs and no pickled data.
+
+    :param model: The model.
+    :param path: File (``.zip`` is appended when it has no suffix) or binary file object.
+    :param exclude: Attributes not to save, besides the default ones.
+    :param include: Attributes to save even though excluded by default.
+    """
     data = model.__dict__.copy()
     excluded = set(exclude or []).union(model._excluded_save_params())
     if include is not None:
@@ -148,7 +155,22 @@ def load_model(
     force_reset: bool = True,
     **kwargs: Any,
 ) -> TWM:
-    """See ``TWM.load``."""
+    """
+    ``TWM.load``: load a model saved by ``save`` without unpickling anything (the data is plain JSON, the tensors load
+    with ``weights_only=True``) and restore its random generators. A truncated, corrupted or foreign file, or an env
+    that does not match the model (observation shape, frame stack, number of actions), raises a ``CheckpointError``
+    (a ``ValueError``) naming the file; the process' random generators are then left as they were.
+
+    :param cls: The algorithm class.
+    :param path: The zip file (``.zip`` is tried when the path has no suffix) or a seekable binary file object.
+    :param env: The env to train on (optional for prediction); the envs are reset before training.
+    :param device: Device.
+    :param custom_objects: Attributes to use instead of the saved ones (e.g. a callable ``learning_rate``).
+    :param print_system_info: Print the saved and the current system info.
+    :param force_reset: Kept for SB3 compatibility: the envs are always reset before training.
+    :param kwargs: Attributes to change (e.g. hyperparameters).
+    :return: The model.
+    """
     path = existing_path(path, "zip")
     name = display_name(path)
     process_rng = capture_rng_state()
@@ -325,7 +347,15 @@ def dataset_arrays(buffer: TWMReplayBuffer, stored: int) -> dict[str, np.ndarray
 
 
 def save_dataset(model: TWM, path: str | pathlib.Path | io.BufferedIOBase) -> None:
-    """See ``TWM.save_replay_buffer``."""
+    """
+    ``TWM.save_replay_buffer``: the dataset as an ``.npz`` of plain arrays (no pickle), atomically: observations,
+    actions, rewards, terminated and truncated flags and visit counts of the stored steps, the latest next observations,
+    and a JSON ``metadata`` entry (format version, spaces, ``n_envs``, capacity, ring position, ``num_timesteps``). The
+    content is ``.npz`` whatever the name (``CheckpointCallback`` and rl-zoo3 name it ``.pkl``).
+
+    :param model: The model.
+    :param path: File (``.npz`` is appended when it has no suffix) or binary file object.
+    """
     assert model.replay_buffer is not None, "The replay buffer is not defined"
     buffer = model.replay_buffer
     metadata = {
@@ -347,7 +377,15 @@ def save_dataset(model: TWM, path: str | pathlib.Path | io.BufferedIOBase) -> No
 
 
 def load_dataset(model: TWM, path: str | pathlib.Path | io.BufferedIOBase) -> None:
-    """See ``TWM.load_replay_buffer``."""
+    """
+    ``TWM.load_replay_buffer``: read a dataset into a new buffer and check it (format, spaces, ``n_envs``, capacity,
+    array shapes and dtypes, CRCs, action range, finite rewards and visit counts) before it replaces the model's: a
+    truncated, corrupted, foreign or mismatching file raises a ``CheckpointError`` naming the file and leaves the model's
+    dataset as it was. Nothing is unpickled.
+
+    :param model: The model.
+    :param path: The file (``.npz`` is tried when the path has no suffix) or a binary file object.
+    """
     path = existing_path(path, "npz")
     name = display_name(path)
     buffer = model._make_replay_buffer()

@@ -16,15 +16,18 @@ from sb3_twm.common.checks import check_box_observations, check_discrete_actions
 from sb3_twm.common.networks import create_mlp, orthogonal_init
 from sb3_twm.world_model.observation_model import Decoder, Encoder, make_decoder, make_encoder
 
+# Hidden widths of the actor and of the critic when net_arch does not give them (``actor_dims``, ``critic_dims``).
+DEFAULT_NET_ARCH = (512, 512, 512, 512)
+
 
 def _net_arch_dims(net_arch: list[int] | dict[str, list[int]] | None) -> tuple[list[int], list[int]]:
     if net_arch is None:
-        return [512] * 4, [512] * 4
+        return list(DEFAULT_NET_ARCH), list(DEFAULT_NET_ARCH)
     if isinstance(net_arch, dict):
         unknown = set(net_arch) - {"pi", "vf"}
         if unknown:
             raise ValueError(f"net_arch keys must be 'pi' (actor) and 'vf' (critic), got {sorted(unknown)}.")
-        return list(net_arch.get("pi", [512] * 4)), list(net_arch.get("vf", [512] * 4))
+        return list(net_arch.get("pi", DEFAULT_NET_ARCH)), list(net_arch.get("vf", DEFAULT_NET_ARCH))
     return list(net_arch), list(net_arch)
 
 
@@ -37,13 +40,14 @@ class TWMPolicy(BasePolicy):
     :param observation_space: Observation space (channel-first images for ``CnnPolicy``, vectors for ``MlpPolicy``).
     :param action_space: A ``Discrete`` action space.
     :param lr_schedule: Learning rate schedule (kept for SB3 compatibility; the optimisers live in the algorithm).
-    :param net_arch: Hidden widths of the actor and critic MLPs: ``dict(pi=[...], vf=[...])`` or one list for both.
+    :param net_arch: Hidden widths of the actor and critic MLPs: ``dict(pi=[...], vf=[...])`` or one list for both
+        (None or a missing key: ``DEFAULT_NET_ARCH``).
     :param activation_fn: Activation of all networks.
     :param latent_categoricals: Number of categoricals of z.
     :param latent_classes: Number of classes of each categorical.
     :param cnn_channels: Base width of the CNN encoder and decoder (``CnnPolicy``).
-    :param encoder_hidden_dims: Hidden widths of the encoder's MLP (``[512, 512]`` for CNN, ``[256, 256]`` for MLP).
-    :param decoder_hidden_dims: Hidden widths of the MLP decoder (``MlpPolicy``).
+    :param encoder_hidden_dims: Hidden widths of the encoder's MLP (None: ``CnnEncoder``'s or ``MlpEncoder``'s default).
+    :param decoder_hidden_dims: Hidden widths of the MLP decoder (``MlpPolicy``; None: ``MlpDecoder``'s default).
     :param normalize_images: Scale images to [0, 1].
     """
 

@@ -273,12 +273,9 @@ class TWM(ResumableOffPolicyAlgorithm):
 
     def _make_replay_buffer(self) -> TWMReplayBuffer:
         # TWM's own settings of the dataset (sampling temperature, reward transform, image scaling), then the user's.
-        kwargs = {
-            "temperature": self.buffer_temperature,
-            "reward_transform": self.reward_transform,
-            "normalize_images": self.policy_kwargs.get("normalize_images", True),
-            **self.replay_buffer_kwargs,
-        }
+        normalize_images = self.policy_kwargs.get("normalize_images", True)
+        kwargs = {"temperature": self.buffer_temperature, "reward_transform": self.reward_transform}
+        kwargs = {**kwargs, "normalize_images": normalize_images, **self.replay_buffer_kwargs}
         return self.replay_buffer_class(
             self.buffer_size,
             self.observation_space,
@@ -315,11 +312,8 @@ class TWM(ResumableOffPolicyAlgorithm):
 
     def training_memory(self) -> contextlib.AbstractContextManager[bool]:
         """
-        The allocator setting ``learn()`` trains under: :func:`~sb3_twm.common.cpu_memory.reuse_freed_memory` when
-        ``reuse_cpu_memory`` is on and the device is a CPU, nothing otherwise. Code that calls the training steps
-        itself (the benchmarks) enters it too.
-
-        :return: A context manager that yields whether the allocator's behaviour was changed.
+        :return: The allocator setting ``learn()`` trains under (``reuse_cpu_memory`` on a CPU device, else nothing):
+            code that runs the training steps itself enters it too.
         """
         return reuse_freed_memory(bool(self.reuse_cpu_memory) and self.device.type == "cpu")
 
@@ -498,14 +492,7 @@ class TWM(ResumableOffPolicyAlgorithm):
         exclude: list[str] | None = None,
         include: list[str] | None = None,
     ) -> None:
-        """
-        Save the model (SB3's zip layout, written atomically, plain JSON and tensors: never pickled) with everything
-        an exact resume needs (:mod:`sb3_twm.twm.checkpointing`). The dataset is saved by ``save_replay_buffer``.
-
-        :param path: File (``.zip`` is appended when it has no suffix) or binary file object.
-        :param exclude: Attributes not to save, besides the default ones.
-        :param include: Attributes to save even though excluded by default.
-        """
+        """SB3's ``save``, written atomically as plain JSON and tensors (:mod:`sb3_twm.twm.checkpointing`)."""
         checkpointing.save_model(self, path, exclude, include)
 
     @classmethod
@@ -520,35 +507,15 @@ class TWM(ResumableOffPolicyAlgorithm):
         **kwargs: Any,
     ) -> SelfTWM:
         """
-        Load a model saved by ``save`` without unpickling anything, restoring its random generators. A broken or
-        foreign file, or an env that does not match the model, raises a ``CheckpointError`` (a ``ValueError``) naming
-        the file and the problem, and leaves the process' random generators as they were.
-
-        :param path: The zip file (``.zip`` is tried when the path has no suffix) or a seekable binary file object.
-        :param env: The env to train on (optional for prediction); the envs are reset before training.
-        :param device: Device.
-        :param custom_objects: Attributes to use instead of the saved ones (e.g. a callable ``learning_rate``).
-        :param print_system_info: Print the saved and the current system info.
-        :param force_reset: Kept for SB3 compatibility: the envs are always reset before training.
-        :param kwargs: Attributes to change (e.g. hyperparameters).
-        :return: The model.
+        SB3's ``load``, never unpickling anything and restoring the random generators; a broken or foreign file, or an
+        env that does not match the model, raises a ``CheckpointError`` naming the file (see ``load_model``).
         """
         return checkpointing.load_model(cls, path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
 
     def save_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
-        """
-        Save the dataset atomically as an ``.npz`` of plain arrays and JSON metadata, whatever the file name.
-
-        :param path: File (``.npz`` is appended when it has no suffix) or binary file object.
-        """
+        """Save the dataset atomically as an ``.npz`` of plain arrays and JSON metadata, whatever the file name."""
         checkpointing.save_dataset(self, path)
 
     def load_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase, truncate_last_traj: bool = True) -> None:
-        """
-        Load a dataset saved by ``save_replay_buffer``, checked before it replaces the model's (a broken, foreign or
-        mismatching file raises a ``CheckpointError`` naming it and changes nothing). Nothing is unpickled.
-
-        :param path: The file (``.npz`` is tried when the path has no suffix) or a binary file object.
-        :param truncate_last_traj: Kept for SB3 compatibility; a resumed ``learn()`` marks an episode boundary anyway.
-        """
+        """Load a dataset saved by ``save_replay_buffer``, checked first; ``truncate_last_traj`` is ignored (HER only)."""
         checkpointing.load_dataset(self, path)

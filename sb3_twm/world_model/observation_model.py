@@ -253,16 +253,18 @@ def make_encoder(
     :param architecture: ``"cnn"`` or ``"mlp"``.
     :param activation_fn: Activation.
     :param cnn_channels: Base width of the CNN.
-    :param hidden_dims: Hidden widths of the encoder's MLP (default ``[512, 512]`` for cnn, ``[256, 256]`` for mlp).
+    :param hidden_dims: Hidden widths of the encoder's MLP (None: the default of ``CnnEncoder`` or ``MlpEncoder``).
     :return: The encoder.
     """
     shape = observation_space.shape
     if architecture == "cnn":
         if len(shape) != 3:
             raise ValueError(f"CnnPolicy needs image observations of shape (channels, height, width), got {shape}.")
-        return CnnEncoder(shape, latent_categoricals, latent_classes, cnn_channels, hidden_dims or (512, 512), activation_fn)
+        widths = {} if hidden_dims is None else {"hidden_dims": hidden_dims}  # None: the class's default
+        return CnnEncoder(shape, latent_categoricals, latent_classes, cnn_channels, activation_fn=activation_fn, **widths)
     if architecture == "mlp":
-        return MlpEncoder(shape, latent_categoricals, latent_classes, hidden_dims or (256, 256), activation_fn)
+        widths = {} if hidden_dims is None else {"hidden_dims": hidden_dims}
+        return MlpEncoder(shape, latent_categoricals, latent_classes, activation_fn=activation_fn, **widths)
     raise ValueError(f"Unknown observation architecture {architecture!r}: use 'cnn' or 'mlp'.")
 
 
@@ -282,13 +284,14 @@ def make_decoder(
     :param architecture: ``"cnn"`` or ``"mlp"``.
     :param activation_fn: Activation.
     :param cnn_channels: Base width of the CNN.
-    :param hidden_dims: Hidden widths of the MLP decoder (mlp only, default ``[256, 256]``).
+    :param hidden_dims: Hidden widths of the MLP decoder (mlp only; None: ``MlpDecoder``'s default).
     :return: The decoder.
     """
     if architecture == "cnn":
         return CnnDecoder(observation_space.shape, latent_dim, cnn_channels, activation_fn)
     if architecture == "mlp":
-        return MlpDecoder(observation_space.shape, latent_dim, hidden_dims or (256, 256), activation_fn)
+        widths = {} if hidden_dims is None else {"hidden_dims": hidden_dims}  # None: the class's default
+        return MlpDecoder(observation_space.shape, latent_dim, activation_fn=activation_fn, **widths)
     raise ValueError(f"Unknown observation architecture {architecture!r}: use 'cnn' or 'mlp'.")
 
 

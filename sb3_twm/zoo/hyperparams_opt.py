@@ -14,7 +14,7 @@ import contextvars
 import inspect
 from typing import Any
 
-from sb3_twm.twm.policies import TWMPolicy
+from sb3_twm.twm.policies import DEFAULT_NET_ARCH, TWMPolicy
 from sb3_twm.twm.twm import TWM
 from sb3_twm.world_model import world_model_defaults
 
@@ -63,10 +63,12 @@ def _is_cnn(policy: Any) -> bool:
 
 
 def _net_arch_width(net_arch: Any) -> int:
+    # The widest hidden layer of the actor and critic (the policy's defaults where net_arch gives none).
     if net_arch is None:
-        return 512
-    layers = [*net_arch.get("pi", [512]), *net_arch.get("vf", [512])] if isinstance(net_arch, dict) else list(net_arch)
-    return max(layers, default=512)
+        return max(DEFAULT_NET_ARCH)
+    if isinstance(net_arch, dict):
+        return max([*net_arch.get("pi", DEFAULT_NET_ARCH), *net_arch.get("vf", DEFAULT_NET_ARCH)])
+    return max(net_arch, default=max(DEFAULT_NET_ARCH))
 
 
 def _scale_net_arch(net_arch: Any, scale: float) -> Any:
@@ -74,7 +76,7 @@ def _scale_net_arch(net_arch: Any, scale: float) -> Any:
         return [max(1, round(width * scale)) for width in layers]
 
     if net_arch is None:
-        return scaled([512] * 4)
+        return scaled(list(DEFAULT_NET_ARCH))
     if isinstance(net_arch, dict):
         return {key: scaled(list(value)) for key, value in net_arch.items()}
     return scaled(list(net_arch))
