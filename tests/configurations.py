@@ -19,6 +19,9 @@ TINY_WORLD_MODEL_KWARGS: dict[str, Any] = dict(
 TINY_POLICY_KWARGS: dict[str, Any] = dict(
     net_arch=[64, 64], latent_categoricals=8, latent_classes=8, cnn_channels=8, encoder_hidden_dims=[64]
 )
+TINY_MLP_POLICY_KWARGS: dict[str, Any] = dict(
+    net_arch=[32, 32], latent_categoricals=4, latent_classes=4, encoder_hidden_dims=[32], decoder_hidden_dims=[32]
+)
 # Without policy_kwargs: the tests pick CNN or MLP ones.
 TINY_SCHEDULE_KWARGS: dict[str, Any] = dict(
     learning_starts=200,

@@ -30,7 +30,7 @@ from sb3_twm import TWM
 from sb3_twm.common.atari import make_twm_atari_env
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from configurations import TINY_POLICY_KWARGS, TINY_SCHEDULE_KWARGS
+from configurations import TINY_MLP_POLICY_KWARGS, TINY_POLICY_KWARGS, TINY_SCHEDULE_KWARGS
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "fingerprints.json"
 
@@ -47,13 +47,7 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
         "kwargs": dict(
             TINY,
             target_update_interval=3,
-            policy_kwargs=dict(
-                net_arch=[32, 32],
-                latent_categoricals=4,
-                latent_classes=4,
-                encoder_hidden_dims=[32],
-                decoder_hidden_dims=[32],
-            ),
+            policy_kwargs=TINY_MLP_POLICY_KWARGS,
         ),
     },
     "mlp-cartpole-vecnormalize-2envs": {
@@ -63,13 +57,7 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
             TINY,
             world_model_train_steps=2,
             normalize_advantage=True,
-            policy_kwargs=dict(
-                net_arch=[32, 32],
-                latent_categoricals=4,
-                latent_classes=4,
-                encoder_hidden_dims=[32],
-                decoder_hidden_dims=[32],
-            ),
+            policy_kwargs=TINY_MLP_POLICY_KWARGS,
         ),
     },
 }

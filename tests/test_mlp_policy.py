@@ -11,6 +11,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from configurations import TINY_MLP_POLICY_KWARGS
 from gymnasium import spaces
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize, sync_envs_normalization
@@ -51,9 +52,7 @@ class VectorEnv(gym.Env):
 
 def tiny_mlp_kwargs(tiny_kwargs: dict[str, Any]) -> dict[str, Any]:
     kwargs = copy.deepcopy(tiny_kwargs)
-    kwargs["policy_kwargs"] = dict(
-        net_arch=[32, 32], latent_categoricals=4, latent_classes=4, encoder_hidden_dims=[32], decoder_hidden_dims=[32]
-    )
+    kwargs["policy_kwargs"] = copy.deepcopy(TINY_MLP_POLICY_KWARGS)
     return kwargs
 
 
