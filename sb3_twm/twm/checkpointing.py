@@ -31,18 +31,23 @@ from __future__ import annotations
 import functools
 import inspect
 import io
+import math
 import pathlib
 import pickle
 import warnings
 import zipfile
+from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.save_util import recursive_getattr, save_to_zip_file
-from stable_baselines3.common.type_aliases import GymEnv
+from stable_baselines3.common.type_aliases import GymEnv, TrainFreq
+from stable_baselines3.common.utils import check_for_correct_spaces, get_device, get_system_info
 from stable_baselines3.common.vec_env import VecEnv
+from torch import nn
 
 from sb3_twm.common.buffers import TWMReplayBuffer
 from sb3_twm.common.checkpoints import (
@@ -57,13 +62,22 @@ from sb3_twm.common.checkpoints import (
     encode_value,
     existing_path,
     is_unsaved,
+    open_for_reading,
     open_for_writing,
     read_npz_into,
-    read_zip_json,
     restore_rng_state,
     write_npz,
 )
-from sb3_twm.twm.policies import TWMPolicy
+from sb3_twm.common.checkpoints.files import ZipReader
+from sb3_twm.common.checkpoints.tensors import (
+    check_module_state,
+    check_optimizer_state,
+    check_tensor,
+    read_state,
+    tensor_bytes,
+)
+from sb3_twm.common.checkpoints.values import SCHEDULE_CLASSES
+from sb3_twm.twm.policies import POLICY_FORMAT, POLICY_FORMAT_VERSION, TWMPolicy
 
 if TYPE_CHECKING:
     from sb3_twm.twm.twm import TWM
@@ -100,10 +114,153 @@ EXCLUDED_ATTRIBUTES = (
 )
 # Saved attributes a model cannot be rebuilt without, besides its constructor's parameters.
 _REQUIRED_ATTRIBUTES = {"policy_class", "observation_space", "action_space", "replay_buffer_class", "train_freq", "n_envs"}
+# Caps of the members read besides the state dicts (whose caps come from the networks they are for).
+MAX_DATA_BYTES = 64 * 2**20
+MAX_SYSTEM_INFO_BYTES = 64 * 2**10
+MAX_VARIABLES_BYTES = 2**20
+# What decoding or checking crafted data may raise; each becomes a CheckpointError naming the file and the attribute.
+_DECODING_ERRORS = (
+    CheckpointError,
+    TypeError,
+    ValueError,
+    OverflowError,
+    AssertionError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    RecursionError,
+    RuntimeError,
+    EOFError,
+    pickle.UnpicklingError,
+    zipfile.BadZipFile,
+)
+
+
+def _is_int(value: Any, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_episode_buffer(value: Any) -> bool:
+    # SB3's episode statistics: a deque of {"r": return, "l": length, "t": time} (or success flags), or None.
+    if value is None:
+        return True
+    if not isinstance(value, deque) or not (value.maxlen is None or value.maxlen >= 1):
+        return False
+    return all(
+        isinstance(item, bool) or (isinstance(item, dict) and all(_is_number(v) or isinstance(v, bool) for v in item.values()))
+        for item in value
+    )
+
+
+def _is_schedule(value: Any) -> bool:
+    return f"{type(value).__module__}.{type(value).__qualname__}" in SCHEDULE_CLASSES
+
+
+# The training state a checkpoint restores besides the constructor's arguments, each with what it must be: nothing
+# else is ever set from a file.
+STATE_ATTRIBUTES: dict[str, Callable[[Any], bool]] = {
+    "policy_class": lambda value: isinstance(value, type) and issubclass(value, TWMPolicy),
+    "observation_space": lambda value: isinstance(value, spaces.Box),
+    "action_space": lambda value: isinstance(value, spaces.Discrete),
+    "n_envs": lambda value: _is_int(value, 1),
+    **{
+        key: _is_int
+        for key in (
+            "num_timesteps",
+            "_total_timesteps",
+            "_num_timesteps_at_start",
+            "_episode_num",
+            "_n_updates",
+            "_actor_critic_updates",
+            "_skipped_updates",
+            "_untrained_env_steps",
+        )
+    },
+    "_pretrained": lambda value: isinstance(value, bool),
+    "_train_credit": lambda value: _is_number(value) and value >= 0,
+    "_current_progress_remaining": _is_number,
+    "_stats_window_size": lambda value: _is_int(value, 1),
+    "start_time": _is_number,
+    "action_noise": lambda value: value is None,
+    "use_sde": lambda value: value is False,
+    "use_sde_at_warmup": lambda value: isinstance(value, bool),
+    "sde_sample_freq": lambda value: isinstance(value, int) and not isinstance(value, bool),
+    "optimize_memory_usage": lambda value: isinstance(value, bool),
+    "tau": _is_number,
+    "n_steps": lambda value: _is_int(value, 1),
+    "ep_info_buffer": _is_episode_buffer,
+    "ep_success_buffer": _is_episode_buffer,
+    "_checkpoint": lambda value: isinstance(value, dict) and set(value) == {"version", "rng"},
+}
+# Constructor arguments whose default (None, or a number that may also be a schedule) does not tell what they are.
+_ARGUMENT_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "learning_rate": lambda value: (_is_number(value) and value >= 0) or _is_schedule(value),
+    "train_freq": lambda value: _is_int(value, 1) or isinstance(value, (TrainFreq, tuple)),
+    "train_ratio": lambda value: value is None or _is_number(value),
+    "mixed_precision": lambda value: value is None or isinstance(value, bool),
+    "seed": lambda value: value is None or (isinstance(value, int) and not isinstance(value, bool)),
+    "tensorboard_log": lambda value: value is None or isinstance(value, str),
+    "replay_buffer_class": lambda value: value is None or (isinstance(value, type) and issubclass(value, TWMReplayBuffer)),
+    **{
+        key: lambda value: value is None or (isinstance(value, dict) and all(isinstance(k, str) for k in value))
+        for key in (
+            "world_model_kwargs",
+            "observation_optimizer_kwargs",
+            "dynamics_optimizer_kwargs",
+            "actor_optimizer_kwargs",
+            "critic_optimizer_kwargs",
+            "replay_buffer_kwargs",
+            "policy_kwargs",
+        )
+    },
+}
+# Constructor arguments never taken from a file: the caller's (device, env) or not saved as such.
+_NOT_FROM_FILE = frozenset({"self", "policy", "env", "device", "_init_setup_model", "stats_window_size"})
+
+
+def _constructor_defaults(cls: type) -> dict[str, Any]:
+    parameters = inspect.signature(cls.__init__).parameters
+    return {key: parameter.default for key, parameter in parameters.items() if key not in _NOT_FROM_FILE}
+
+
+def _check_attribute(key: str, value: Any, constructor: dict[str, Any]) -> None:
+    # Raises ValueError unless the decoded attribute has the type the model needs (its value ranges are checked by
+    # the hyperparameter checks when the model is built).
+    check = STATE_ATTRIBUTES.get(key) or _ARGUMENT_CHECKS.get(key)
+    if check is None:
+        default = constructor[key]
+        if isinstance(default, bool):
+            check = lambda value: isinstance(value, bool)  # noqa: E731
+        elif isinstance(default, int):
+            check = lambda value: isinstance(value, int) and not isinstance(value, bool)  # noqa: E731
+        elif isinstance(default, float):
+            check = _is_number
+        elif isinstance(default, str):
+            check = lambda value: isinstance(value, str)  # noqa: E731
+        else:
+            return
+    if not check(value):
+        raise ValueError(f"{str(value)[:80]!r} is not a valid value for it")
+
+
+def _allowed_class(cls: type) -> bool:
+    # The only classes a checkpoint may name: TWM's policies and datasets (and subclasses), and torch's activations.
+    if issubclass(cls, (TWMPolicy, TWMReplayBuffer)):
+        return True
+    return issubclass(cls, nn.Module) and cls.__module__ == "torch.nn.modules.activation"
+
+
+# What SB3's BaseAlgorithm._excluded_save_params leaves out of every checkpoint.
+_SB3_EXCLUDED = ("policy", "device", "env", "replay_buffer", "rollout_buffer", "_vec_normalize_env", "_logger",
+                 "_custom_logger")  # fmt: skip
+# The tensors saved as pytorch_variables.pth (the random generators' states).
+VARIABLES = ("_torch_rng_state", "_cuda_rng_states")
 # Attributes that earlier versions saved and this one no longer has (they are ignored at load).
 _OBSOLETE_ATTRIBUTES = frozenset({"_actor_max_grad_norm", "_critic_max_grad_norm"})
-# Key under which _decode_saved_data returns the attributes to leave out.
-_DROPPED = "_twm_dropped_attributes"
 
 
 def save_model(
@@ -156,10 +313,13 @@ def load_model(
     **kwargs: Any,
 ) -> TWM:
     """
-    ``TWM.load``: load a model saved by ``save`` without unpickling anything (the data is plain JSON, the tensors load
-    with ``weights_only=True``) and restore its random generators. A truncated, corrupted or foreign file, or an env
-    that does not match the model (observation shape, frame stack, number of actions), raises a ``CheckpointError``
-    (a ``ValueError``) naming the file; the process' random generators are then left as they were.
+    ``TWM.load``: load a model saved by ``save`` and restore its random generators. The file is opened once (only a
+    regular file), every member is read at most as large as the model allows, nothing is unpickled (the data is plain
+    JSON, the tensors load with ``weights_only=True``) and everything is checked before it is used: attributes by name
+    and type, classes against an allow-list, every state dict and optimiser state against the networks the saved
+    hyperparameters build. A truncated, corrupted, foreign or crafted file, or an env that does not match the model
+    (observation shape, frame stack, number of actions), raises a ``CheckpointError`` (a ``ValueError``) naming the
+    file and what is wrong; the process' random generators are then left as they were.
 
     :param cls: The algorithm class.
     :param path: The zip file (``.zip`` is tried when the path has no suffix) or a seekable binary file object.
@@ -175,33 +335,24 @@ def load_model(
     name = display_name(path)
     process_rng = capture_rng_state()
     try:
-        raw = read_zip_json(path)
-        objects = _decode_saved_data(cls, name, raw, supplied={**kwargs, **(custom_objects or {})})
-        dropped = objects.pop(_DROPPED, [])
-        if env is not None and not isinstance(env, str):
-            env = cls._wrap_env(env, int(raw.get("verbose", 0)))
-            _check_env_matches(name, objects, env)
-        # SB3's loader, with every saved attribute already decoded: it never unpickles one.
-        model = BaseAlgorithm.load.__func__(
-            cls,
-            path,
-            env=env,
-            device=device,
-            custom_objects={**objects, **(custom_objects or {})},
-            print_system_info=print_system_info,
-            force_reset=force_reset,
-            **kwargs,
-        )
-        for key in dropped:
-            # custom_objects can only replace a saved attribute: remove what was replaced by None.
-            model.__dict__.pop(key, None)
-        _restore_checkpoint(model)
+        with open_for_reading(path) as file:
+            reader = ZipReader(file, name, "TWM checkpoint")
+            raw = reader.read_json("data", MAX_DATA_BYTES)
+            if not isinstance(raw, dict):
+                raise CheckpointError(f"{name}: the 'data' member is not a JSON object")
+            objects = _decode_saved_data(cls, name, raw, supplied={**kwargs, **(custom_objects or {})})
+            model = _build_model(cls, name, {**objects, **(custom_objects or {})}, env, device, kwargs)
+            _load_tensors(model, reader)
+            if print_system_info:
+                print("== CURRENT SYSTEM INFO ==")
+                get_system_info()
+                print("== SAVED MODEL SYSTEM INFO ==")
+                print(reader.read("system_info.txt", MAX_SYSTEM_INFO_BYTES).decode("utf-8", errors="replace"))
+        _restore_checkpoint(model, name)
     except CheckpointError:
         restore_rng_state(*process_rng)
         raise
-    except (RuntimeError, KeyError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
-        # E.g. state dicts that do not fit the networks the saved hyperparameters build, or a .pth that is not
-        # plain tensors (refused by weights_only=True).
+    except _DECODING_ERRORS as error:
         restore_rng_state(*process_rng)
         raise CheckpointError(f"{name} cannot be loaded as a TWM checkpoint ({type(error).__name__}: {error})") from error
     except BaseException:
@@ -210,56 +361,107 @@ def load_model(
     return model
 
 
-def _decode_saved_data(cls: type[TWM], name: str, raw: dict[str, Any], supplied: dict[str, Any]) -> dict[str, Any]:
+def _build_model(
+    cls: type[TWM], name: str, data: dict[str, Any], env: GymEnv | None, device: Any, kwargs: dict[str, Any]
+) -> TWM:
+    # SB3's BaseAlgorithm.load, on the checked attributes: the model is built from the saved hyperparameters.
+    for key in ("policy_class", "observation_space", "action_space"):
+        if data.get(key) is None:
+            raise CheckpointError(f"{name} is not a TWM checkpoint: it has no {key!r}")
+    if "policy_kwargs" in kwargs and kwargs["policy_kwargs"] != data.get("policy_kwargs"):
+        raise CheckpointError(
+            f"{name}: policy_kwargs cannot change at load (saved {data.get('policy_kwargs')}, given {kwargs['policy_kwargs']})"
+        )
+    if env is not None:
+        env = cls._wrap_env(env, int(data.get("verbose", 0)))
+        _check_env_matches(name, data, env)
+        try:
+            check_for_correct_spaces(env, data["observation_space"], data["action_space"])
+        except ValueError as error:
+            raise CheckpointError(f"{name}: {error}") from None
+        data["_last_obs"] = None  # the env is reset before training
+        data["n_envs"] = env.num_envs
+    model = cls(policy=data["policy_class"], env=env, device=device, _init_setup_model=False)
+    model.__dict__.update(data)
+    model.__dict__.update(kwargs)
+    try:
+        model._setup_model()
+    except (ValueError, TypeError, AssertionError, KeyError) as error:
+        if isinstance(error, CheckpointError):
+            raise
+        raise CheckpointError(f"{name}: the saved hyperparameters are invalid ({type(error).__name__}: {error})") from None
+    return model
+
+
+def _load_tensors(model: TWM, reader: ZipReader) -> None:
+    # Every state dict the model saves, checked against the network or optimiser it is for, then the RNG tensors.
+    state_dicts, variable_names = model._get_torch_save_params()
+    for state_name in state_dicts:
+        target = recursive_getattr(model, state_name)
+        member, where = f"{state_name}.pth", f"{reader.name}: member '{state_name}.pth'"
+        if isinstance(target, th.optim.Optimizer):
+            parameters = [p for group in target.param_groups for p in group["params"]]
+            state = read_state(reader, member, tensor_bytes(parameters * 3), model.device)
+            check_optimizer_state(where, target, state)
+        else:
+            state = read_state(reader, member, tensor_bytes(list(target.state_dict().values())), model.device)
+            check_module_state(where, target, state)
+        target.load_state_dict(state)
+    variables = read_state(reader, "pytorch_variables.pth", MAX_VARIABLES_BYTES, th.device("cpu"))
+    where = f"{reader.name}: member 'pytorch_variables.pth'"
+    if not isinstance(variables, dict) or set(variables) != set(variable_names):
+        keys = sorted(variables, key=str) if isinstance(variables, dict) else type(variables).__name__
+        raise CheckpointError(f"{where} holds {keys}, expected exactly {sorted(variable_names)}")
+    check_tensor(f"{where}: '_torch_rng_state'", variables["_torch_rng_state"], th.get_rng_state())
+    cuda = variables["_cuda_rng_states"]
+    if not (isinstance(cuda, th.Tensor) and cuda.dtype == th.uint8 and (cuda.numel() == 0 or cuda.dim() == 2)):
+        raise CheckpointError(f"{where}: '_cuda_rng_states' is not an empty or 2-D uint8 tensor")
+    model._torch_rng_state, model._cuda_rng_states = variables["_torch_rng_state"], cuda
+
+
+def _decode_saved_data(
+    cls: type[TWM], name: str, raw: dict[str, Any], supplied: dict[str, Any]
+) -> dict[str, Any]:
     """
-    Decode every saved attribute (SB3 then takes them as ``custom_objects``, so it never unpickles one).
+    Decode and check the saved attributes a model may be restored from (constructor arguments and training state,
+    see ``STATE_ATTRIBUTES``); others are left out with a warning.
 
     :param cls: The algorithm class.
     :param name: The file, for messages.
     :param raw: The JSON ``data``.
-    :param supplied: Attributes the caller gives (``custom_objects`` and keyword arguments).
+    :param supplied: Attributes the caller gives (``custom_objects`` and keyword arguments): not decoded.
     :return: Attribute name -> value.
     """
+    constructor = _constructor_defaults(cls)
+    never_saved = {*_SB3_EXCLUDED, *EXCLUDED_ATTRIBUTES, *(n.split(".")[0] for n in STATE_DICTS), *VARIABLES}
     objects: dict[str, Any] = {}
     refused, dropped = [], []
-    # What the model is built from must be restored; any other public attribute (e.g. one a user added) may be
-    # left out, with a warning, when the file cannot give it.
-    required = set(inspect.signature(cls.__init__).parameters) | _REQUIRED_ATTRIBUTES
     for key, value in raw.items():
-        if key in _OBSOLETE_ATTRIBUTES:
+        if key in _OBSOLETE_ATTRIBUTES or key in supplied:
+            continue  # the caller's value replaces it (custom_objects, or kwargs applied after)
+        pickled = isinstance(value, dict) and ":serialized:" in value  # SB3's cloudpickled form
+        if key in DROPPABLE_ATTRIBUTES and (pickled or key in never_saved):
+            continue  # run-time state, which starts fresh
+        if key in never_saved:
+            raise CheckpointError(f"{name}: attribute {key!r} is never part of a TWM checkpoint (not loaded from files)")
+        if key not in constructor and key not in STATE_ATTRIBUTES:
+            dropped.append(key)  # e.g. one a user added: never set from a file
             continue
-        if key in supplied:
-            objects[key] = None  # the caller's value replaces it (custom_objects, or kwargs applied after)
+        if pickled:
+            refused.append(key)  # a foreign or an older checkpoint
             continue
-        problem = None
-        if isinstance(value, dict) and ":serialized:" in value:
-            problem = "pickled"  # SB3's cloudpickled form: a foreign or an older checkpoint
-        elif is_unsaved(value):
-            problem = "unsaved"
-        else:
-            try:
-                objects[key] = decode_value(value)
-            except CheckpointError as error:
-                problem = str(error)
-        if problem is None:
-            continue
-        objects[key] = None
-        if key in DROPPABLE_ATTRIBUTES:
-            continue  # run-time state, for which None is the fresh value
-        if key not in required and not key.startswith("_"):
-            dropped.append(key)
-        elif problem == "pickled":
-            refused.append(key)
-        elif problem == "unsaved":
+        if is_unsaved(value):
             raise CheckpointError(
                 f"{name}: attribute {key!r} was {describe_unsaved(value)}, which a checkpoint does not store (no code is "
                 f"saved): pass it to TWM.load, e.g. custom_objects={{{key!r}: ...}}."
             )
-        else:
-            raise CheckpointError(f"{name}: attribute {key!r}: {problem}")
+        try:
+            objects[key] = decode_value(value, allowed_class=_allowed_class)
+            _check_attribute(key, objects[key], constructor)
+        except _DECODING_ERRORS as error:
+            raise CheckpointError(f"{name}: attribute {key!r}: {type(error).__name__}: {str(error)[:300]}") from None
     if dropped:
         warnings.warn(f"{name}: the attributes {dropped} cannot be restored from the file and are left out.", stacklevel=4)
-        objects[_DROPPED] = dropped
     if refused:
         raise CheckpointError(
             f"{name} holds pickled attributes {refused} (written by SB3's cloudpickle, e.g. by another algorithm "
@@ -323,14 +525,19 @@ def _check_env_matches(name: str, objects: dict[str, Any], env: VecEnv) -> None:
         )
 
 
-def _restore_checkpoint(model: TWM) -> None:
+def _restore_checkpoint(model: TWM, name: str) -> None:
     """Put the random generators in the state save() captured (last: building the model drew from them)."""
     checkpoint = model.__dict__.pop("_checkpoint", None)
     if checkpoint is None:
         return
     tensors = {"torch": model._torch_rng_state, "cuda": model._cuda_rng_states}
-    check_rng_state(checkpoint.get("rng"), tensors)
-    restore_rng_state(checkpoint["rng"], tensors, model.action_space)
+    try:
+        check_rng_state(checkpoint["rng"], tensors)
+        restore_rng_state(checkpoint["rng"], tensors, model.action_space)
+    except CheckpointError as error:
+        raise CheckpointError(f"{name}: {error}") from None
+    except _DECODING_ERRORS as error:
+        raise CheckpointError(f"{name}: the random-generator states are malformed ({type(error).__name__})") from None
 
 
 # ------------------------------------------------------------------------------------------------------ the dataset
@@ -405,26 +612,45 @@ def load_dataset(model: TWM, path: str | pathlib.Path | io.BufferedIOBase) -> No
 
 def _dataset_destinations(buffer: TWMReplayBuffer, metadata: dict[str, Any]) -> dict[str, np.ndarray]:
     # Validate the metadata against the model, then give the arrays to read into.
-    if int(metadata["n_envs"]) != buffer.n_envs:
+    for key in ("n_envs", "buffer_size", "pos"):
+        if not _is_int(metadata.get(key)):
+            raise CheckpointError(f"the metadata's {key}={str(metadata.get(key))[:40]!r} is not a non-negative integer")
+    if not isinstance(metadata.get("full"), bool):
+        raise CheckpointError(f"the metadata's full={str(metadata.get('full'))[:40]!r} is not true or false")
+    if metadata["n_envs"] != buffer.n_envs:
         raise CheckpointError(
             f"the dataset was collected with {metadata['n_envs']} envs, the model has {buffer.n_envs}: "
             "load it into a model with as many envs"
         )
-    if int(metadata["buffer_size"]) != buffer.buffer_size:
+    if metadata["buffer_size"] != buffer.buffer_size:
         raise CheckpointError(
             f"the dataset holds up to {metadata['buffer_size']} steps per env, the model's buffer_size gives "
-            f"{buffer.buffer_size}: load it into a model with buffer_size={int(metadata['buffer_size']) * buffer.n_envs}"
+            f"{buffer.buffer_size}: load it into a model with buffer_size={metadata['buffer_size'] * buffer.n_envs}"
         )
-    observation_space = decode_value(metadata["observation_space"])
+    observation_space = decode_value(metadata["observation_space"], allowed_class=lambda cls: False)
     if observation_space != buffer.observation_space:
         raise CheckpointError(f"the dataset's observations are {observation_space}, the model's {buffer.observation_space}")
-    action_space = decode_value(metadata["action_space"])
+    action_space = decode_value(metadata["action_space"], allowed_class=lambda cls: False)
     if action_space != buffer.action_space:
         raise CheckpointError(f"the dataset's actions are {action_space}, the model's {buffer.action_space}")
     pos, full = metadata["pos"], metadata["full"]
-    if not (isinstance(pos, int) and isinstance(full, bool) and 0 <= pos < buffer.buffer_size):
+    if not pos < buffer.buffer_size:
         raise CheckpointError(f"the ring position pos={pos!r}, full={full!r} is invalid")
     return dataset_arrays(buffer, buffer.buffer_size if full else pos)
+
+
+def _within_bounds(buffer: TWMReplayBuffer, stored: int) -> bool:
+    # Bounds that the dtype already enforces (uint8 images in [0, 255]) need no pass over the data.
+    space = buffer.observation_space
+    if space.dtype == bool:
+        return True
+    info = np.finfo(space.dtype) if space.dtype.kind == "f" else np.iinfo(space.dtype)
+    if np.all(space.low <= info.min) and np.all(space.high >= info.max):
+        return True
+    return all(
+        np.all((array >= space.low) & (array <= space.high)) or (space.dtype.kind == "f" and not np.isfinite(array).all())
+        for array in (buffer.observations[:stored], buffer.latest_next_observations)
+    )
 
 
 def _check_dataset_content(name: str, buffer: TWMReplayBuffer) -> None:
@@ -441,7 +667,49 @@ def _check_dataset_content(name: str, buffer: TWMReplayBuffer) -> None:
         ),
         "non-finite observations": buffer.observations.dtype.kind == "f"
         and not all(np.isfinite(array).all() for array in (buffer.observations[:stored], buffer.latest_next_observations)),
+        "observations outside the observation space": not _within_bounds(buffer, stored),
     }
     problems = [problem for problem, found in checks.items() if found]
     if problems:
         raise CheckpointError(f"{name}: the dataset holds {', '.join(problems)} (corrupted or not TWM's)")
+
+
+# ------------------------------------------------------------------------------------------------------ policy files
+def load_policy(cls: type[TWMPolicy], path: str | pathlib.Path, device: Any = "auto") -> TWMPolicy:
+    """See ``TWMPolicy.load``."""
+    path = pathlib.Path(path)
+    name = str(path)
+    with open_for_reading(path) as file:
+        if file.read(1) == b"\x80":
+            raise CheckpointError(
+                f"{name} is a pickle (a policy saved by SB3 or an older sb3-twm): TWM never unpickles files; load it with "
+                "stable_baselines3's BaseModel.load only if you trust its origin, then save it again."
+            )
+        file.seek(0)
+        reader = ZipReader(file, name, "TWM policy file")
+        if "format" not in reader and any(member.endswith("data.pkl") for member in reader.members):
+            raise CheckpointError(
+                f"{name} is a torch.save pickle (a policy saved by SB3 or an older sb3-twm): TWM never unpickles files; "
+                "load it with stable_baselines3's BaseModel.load only if you trust its origin, then save it again."
+            )
+        metadata = reader.read_json("format", 2**10)
+        if not (isinstance(metadata, dict) and metadata.get("format") == POLICY_FORMAT):
+            raise CheckpointError(f"{name} is not a TWM policy file")
+        if metadata.get("version") != POLICY_FORMAT_VERSION:
+            raise CheckpointError(f"{name}: policy file version {str(metadata.get('version'))[:20]} is not supported")
+        raw = reader.read_json("data", MAX_DATA_BYTES)
+        if not isinstance(raw, dict):
+            raise CheckpointError(f"{name}: the 'data' member is not a JSON object")
+        try:
+            data = {key: decode_value(value, allowed_class=_allowed_class) for key, value in raw.items()}
+            policy_class = data.pop("policy_class", cls)
+            if not (isinstance(policy_class, type) and issubclass(policy_class, cls)):
+                raise CheckpointError(f"it holds a {policy_class!r}, not a {cls.__name__}")
+            policy = policy_class(**data)
+        except _DECODING_ERRORS as error:
+            raise CheckpointError(f"{name}: the policy's arguments are invalid ({type(error).__name__}: {error})") from None
+        policy = policy.to(get_device(device))
+        state = read_state(reader, "policy.pth", tensor_bytes(list(policy.state_dict().values())), policy.device)
+        check_module_state(f"{name}: member 'policy.pth'", policy, state)
+        policy.load_state_dict(state)
+    return policy

@@ -3,7 +3,11 @@ The acting policy of TWM: the observation encoder and the actor. Acting needs no
 the transformer is not needed at inference), so this is what ``predict()``, ``policy.save()`` and deployment use.
 """
 
-from typing import Any
+import io
+import json
+import pathlib
+import zipfile
+from typing import Any, TypeVar
 
 import torch as th
 from gymnasium import spaces
@@ -12,10 +16,14 @@ from stable_baselines3.common.preprocessing import is_image_space, preprocess_ob
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
+from sb3_twm.common.checkpoints import atomic_write, encode_value, is_unsaved
 from sb3_twm.common.checks import check_box_observations, check_discrete_actions, check_positive_ints
 from sb3_twm.common.networks import create_mlp, orthogonal_init
 from sb3_twm.world_model.observation_model import Decoder, Encoder, make_decoder, make_encoder
 
+SelfTWMPolicy = TypeVar("SelfTWMPolicy", bound="TWMPolicy")
+POLICY_FORMAT = "sb3-twm-policy"
+POLICY_FORMAT_VERSION = 1
 # Hidden widths of the actor and of the critic when net_arch does not give them (``actor_dims``, ``critic_dims``).
 DEFAULT_NET_ARCH = (512, 512, 512, 512)
 
@@ -160,6 +168,42 @@ class TWMPolicy(BasePolicy):
         if deterministic:
             return self.actor(z).argmax(-1)
         return self.sample_actions(z)
+
+
+    def save(self, path: str | pathlib.Path) -> None:
+        """
+        Save the policy (encoder and actor) as a zip of its constructor's arguments in plain JSON and its weights,
+        written atomically and never pickled (SB3's ``BaseModel.save`` pickles the arguments).
+
+        :param path: The file.
+        """
+        parameters = {"policy_class": type(self), **self._get_constructor_parameters()}
+        data = {key: encode_value(value) for key, value in parameters.items()}
+        unsaved = sorted(key for key, value in data.items() if is_unsaved(value))
+        if unsaved:
+            raise ValueError(f"The policy's {unsaved} cannot be saved as data (code or unknown objects).")
+        weights = io.BytesIO()
+        th.save(self.state_dict(), weights)
+        metadata = {"format": POLICY_FORMAT, "version": POLICY_FORMAT_VERSION, "class": type(self).__qualname__}
+        with atomic_write(path) as file, zipfile.ZipFile(file, "w") as archive:
+            archive.writestr("format", json.dumps(metadata))
+            archive.writestr("data", json.dumps(data))
+            archive.writestr("policy.pth", weights.getvalue())
+
+    @classmethod
+    def load(cls: type[SelfTWMPolicy], path: str | pathlib.Path, device: th.device | str = "auto") -> SelfTWMPolicy:
+        """
+        Load a policy saved by :meth:`save`, as ``TWM.load`` loads models: one open of a regular file, members read at
+        most as large as the policy allows, nothing unpickled, the weights checked against the network before they
+        are loaded. A broken or foreign file raises a ``CheckpointError`` naming it.
+
+        :param path: The file.
+        :param device: Device.
+        :return: The policy.
+        """
+        from sb3_twm.twm.checkpointing import load_policy
+
+        return load_policy(cls, path, device)
 
 
 class CnnPolicy(TWMPolicy):

@@ -484,7 +484,7 @@ class TWM(ResumableOffPolicyAlgorithm):
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         separate_target = ["critic_target"] if self.critic_target is not self.critic else []
-        return [*checkpointing.STATE_DICTS, *separate_target], ["_torch_rng_state", "_cuda_rng_states"]
+        return [*checkpointing.STATE_DICTS, *separate_target], list(checkpointing.VARIABLES)
 
     def save(
         self,

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import pathlib
+import stat
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
@@ -89,8 +90,11 @@ def atomic_write(path: str | pathlib.Path) -> Iterator[IO[bytes]]:
     :return: Context manager yielding a binary file open for writing (seekable, as zip archives need).
     """
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise _naming(error, path) from error
     try:
         with os.fdopen(descriptor, "wb") as file:
             yield file
@@ -99,11 +103,18 @@ def atomic_write(path: str | pathlib.Path) -> Iterator[IO[bytes]]:
         # mkstemp creates the file readable by its owner only; give it the permissions a plain open() would.
         os.chmod(temporary, 0o666 & ~_UMASK)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
+        if isinstance(error, OSError) and not isinstance(error, CheckpointError):
+            raise _naming(error, path) from error
         raise
     _fsync_directory(path.parent)
+
+
+def _naming(error: OSError, path: pathlib.Path) -> OSError:
+    # The same error (errno, type), with the file it was writing: "No space left on device" alone names nothing.
+    return type(error)(error.errno, f"{error.strerror or error} (while writing {path}; nothing was changed there)")
 
 
 def _fsync_directory(directory: pathlib.Path) -> None:
@@ -120,40 +131,115 @@ def _fsync_directory(directory: pathlib.Path) -> None:
         os.close(descriptor)
 
 
-def read_zip_json(path: str | pathlib.Path | io.BufferedIOBase, member: str = "data") -> dict[str, Any]:
+@contextlib.contextmanager
+def open_for_reading(path: str | pathlib.Path | IO[bytes]) -> Iterator[IO[bytes]]:
     """
-    Check a model zip (every member's CRC) and read its JSON ``data`` without decoding anything.
+    Open a file to load, once: everything read from it comes through this one file object, so a file replaced while
+    it loads is never read. Only regular files are opened (a device such as ``/dev/zero`` or a pipe would be read
+    forever or block), without blocking on the open itself.
 
-    :param path: The zip file (or a seekable binary file object, left at the position it had).
-    :param member: The JSON member.
-    :return: The parsed JSON object.
+    :param path: A path, or a binary file object (yielded as it is).
+    :return: Context manager yielding the binary file.
     """
-    name = display_name(path)
-    start = None if isinstance(path, (str, pathlib.Path)) else path.tell()
+    if not isinstance(path, (str, pathlib.Path)):
+        yield path
+        return
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
     try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-            if bad is not None:
-                raise CheckpointError(f"{name} is corrupted: member {bad!r} fails its CRC check")
-            if member not in archive.namelist():
-                raise CheckpointError(f"{name} is not an SB3/TWM model zip: it has no {member!r} entry")
-            text = archive.read(member).decode("utf-8")
-    except zipfile.BadZipFile as error:
-        raise CheckpointError(f"{name} is not a complete zip file (truncated or not a model checkpoint): {error}") from None
-    except (EOFError, zipfile.LargeZipFile, UnicodeDecodeError, OSError) as error:
-        if isinstance(error, FileNotFoundError):
-            raise
-        raise CheckpointError(f"{name} cannot be read as a model checkpoint ({type(error).__name__}: {error})") from None
-    finally:
-        if start is not None:
-            path.seek(start)
+        descriptor = os.open(path, flags)
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        raise CheckpointError(f"{path} cannot be opened ({error.strerror or error})") from None
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{name}: the 'data' entry is not valid JSON ({error})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{name}: the 'data' entry is not a JSON object")
-    return data
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise CheckpointError(
+                f"{path} is not a regular file (a device, pipe or socket): checkpoints are read from regular files only"
+            )
+        file = os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+    with file:
+        yield file
+
+
+def parse_json(text: bytes, name: str, what: str) -> Any:
+    """
+    :param text: UTF-8 JSON.
+    :param name: The file, for messages.
+    :param what: What the JSON is, for messages.
+    :return: The parsed value; anything that is not valid, reasonably nested JSON raises ``CheckpointError``.
+    """
+    try:
+        return json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        # ValueError includes JSONDecodeError and integers with more digits than Python parses.
+        message = "nested too deeply" if isinstance(error, RecursionError) else f"{type(error).__name__}: {error}"
+        raise CheckpointError(f"{name}: {what} is not valid JSON ({str(message)[:200]})") from None
+
+
+class ZipReader:
+    """
+    The members of a checkpoint zip, each read at most as large as the caller allows: the size a member declares is
+    checked before anything is decompressed (a few MB of zip can inflate to GBs), duplicate names are refused
+    (which copy would be read is undefined), and each member's CRC is checked as it is read.
+
+    :param file: The open zip file.
+    :param name: The file, for messages.
+    :param what: What the file should be, for messages.
+    """
+
+    MAX_MEMBERS = 256
+
+    def __init__(self, file: IO[bytes], name: str, what: str = "model checkpoint") -> None:
+        self.name = name
+        try:
+            self.archive = zipfile.ZipFile(file)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, OSError) as error:
+            raise CheckpointError(f"{name} is not a complete zip file (truncated or not a {what}): {error}") from None
+        names = self.archive.namelist()
+        if len(names) > self.MAX_MEMBERS:
+            raise CheckpointError(f"{name} has {len(names)} members, more than a {what} has")
+        duplicates = sorted({member for member in names if names.count(member) > 1})
+        if duplicates:
+            raise CheckpointError(f"{name} holds members more than once: {duplicates}")
+        self.members = {info.filename: info for info in self.archive.infolist()}
+
+    def __contains__(self, member: str) -> bool:
+        return member in self.members
+
+    def read(self, member: str, max_bytes: int) -> bytes:
+        """
+        :param member: Member name.
+        :param max_bytes: The most it may hold (uncompressed).
+        :return: Its bytes.
+        """
+        info = self.members.get(member)
+        if info is None:
+            raise CheckpointError(f"{self.name} has no {member!r} member (not a TWM checkpoint, or an incomplete one)")
+        if info.file_size > max_bytes:
+            raise CheckpointError(
+                f"{self.name}: member {member!r} declares {info.file_size} bytes, more than the {max_bytes} it can "
+                "hold: refused before reading it"
+            )
+        try:
+            with self.archive.open(info) as file:
+                # zipfile stops at the declared size and checks the CRC once it has read the member whole.
+                content = file.read(max_bytes + 1)
+        except zipfile.BadZipFile as error:
+            if "CRC" in str(error):
+                raise CheckpointError(f"{self.name} is corrupted: member {member!r} fails its CRC check") from None
+            raise CheckpointError(f"{self.name}: member {member!r} is corrupted ({error})") from None
+        except (EOFError, NotImplementedError, ValueError, OSError, RuntimeError) as error:
+            raise CheckpointError(f"{self.name}: member {member!r} cannot be read ({type(error).__name__}: {error})") from None
+        if len(content) > max_bytes:
+            raise CheckpointError(f"{self.name}: member {member!r} holds more than {max_bytes} bytes")
+        return content
+
+    def read_json(self, member: str, max_bytes: int) -> Any:
+        """:return: A member's JSON content (see :meth:`read` and :func:`parse_json`)."""
+        return parse_json(self.read(member, max_bytes), self.name, f"member {member!r}")
 
 
 def _json_bytes(metadata: dict[str, Any]) -> np.ndarray:
@@ -174,14 +260,11 @@ def write_npz(file: IO[bytes], metadata: dict[str, Any], arrays: dict[str, np.nd
                 np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
 
 
-def _starts_like_a_pickle(path: str | pathlib.Path | io.BufferedIOBase) -> bool:
+def _starts_like_a_pickle(file: IO[bytes]) -> bool:
     # Pickle protocols 2 and later start with the PROTO opcode; only the first byte is looked at, nothing is parsed.
     try:
-        if isinstance(path, (str, pathlib.Path)):
-            with open(path, "rb") as file:
-                return file.read(1) == b"\x80"
-        path.seek(0)
-        return path.read(1) == b"\x80"
+        file.seek(0)
+        return file.read(1) == b"\x80"
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -191,17 +274,18 @@ class NpzReader:
     Reads a ``.npz`` written by :func:`write_npz` member by member, straight into preallocated arrays, checking each
     member's header (dtype, shape, no pickled objects) and its CRC. Errors name the file.
 
-    :param path: The file.
+    :param file: The open file.
+    :param name: The file's name, for messages.
     """
 
-    def __init__(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
-        self.name = display_name(path)
+    def __init__(self, file: IO[bytes], name: str) -> None:
+        self.name = name
         try:
-            self.archive = zipfile.ZipFile(path)
+            self.archive = zipfile.ZipFile(file)
         except (zipfile.BadZipFile, EOFError, ValueError, OSError) as error:
             if isinstance(error, FileNotFoundError):
                 raise
-            if _starts_like_a_pickle(path):
+            if _starts_like_a_pickle(file):
                 raise CheckpointError(
                     f"{self.name} is a pickle file, not a TWM dataset (.npz); TWM never unpickles files. "
                     "It was probably saved by an older sb3-twm or another algorithm."
@@ -209,7 +293,11 @@ class NpzReader:
             raise CheckpointError(
                 f"{self.name} is not a TWM dataset: not a complete .npz/zip file (truncated, or another format)"
             ) from None
-        self.members = set(self.archive.namelist())
+        names = self.archive.namelist()
+        duplicates = sorted({member for member in names if names.count(member) > 1})
+        if duplicates:
+            raise CheckpointError(f"{self.name} holds members more than once: {duplicates}")
+        self.members = set(names)
 
     def __enter__(self) -> NpzReader:
         return self
@@ -257,10 +345,7 @@ class NpzReader:
                 raise self.error("the 'metadata' member is not UTF-8 JSON bytes of a sensible size")
             raw = np.empty(shape, np.uint8)
             self._copy(file, "metadata", raw)
-        try:
-            metadata = json.loads(raw.tobytes().decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise self.error(f"the metadata is not valid JSON ({error})") from None
+        metadata = parse_json(raw.tobytes(), self.name, "the metadata")
         if not isinstance(metadata, dict):
             raise self.error("the metadata is not a JSON object")
         return metadata
@@ -307,7 +392,7 @@ def read_npz_into(
     :param allocate: Validates the metadata (raising ``CheckpointError``) and returns name -> destination array.
     :return: The metadata.
     """
-    with NpzReader(path) as reader:
+    with open_for_reading(path) as file, NpzReader(file, display_name(path)) as reader:
         metadata = reader.read_metadata()
         if metadata.get("format") != DATASET_FORMAT:
             raise reader.error(f"not a TWM dataset (format {metadata.get('format')!r}, expected {DATASET_FORMAT!r})")

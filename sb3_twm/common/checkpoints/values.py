@@ -6,6 +6,7 @@ becomes an ``unsaved`` marker.
 
 from __future__ import annotations
 
+import contextvars
 import importlib
 import math
 import sys
@@ -19,6 +20,10 @@ from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
 
 from sb3_twm.common.checkpoints.errors import CheckpointError
 
+# The largest array an attribute may decode to (bounds of a Box; an image's are stored as one fill value).
+MAX_ARRAY_ELEMENTS = 2**24
+# Which classes the value being decoded may name (decode_value's argument, seen by the nested decoders).
+_ALLOWED_CLASS: contextvars.ContextVar[Callable[[type], bool] | None] = contextvars.ContextVar("allowed", default=None)
 # The tag of a JSON object that encodes a non-JSON value in the model's ``data``.
 TAG = "__twm__"
 # Schedules stored by their numbers (fully qualified class name -> attributes); anything else callable is code.
@@ -141,33 +146,75 @@ def _decode_float(value: Any) -> Any:
     return value
 
 
-def decode_value(encoded: Any) -> Any:
+def decode_value(encoded: Any, allowed_class: Callable[[type], bool] | None = None) -> Any:
     """
-    Decode what :func:`encode_value` wrote. Nothing is imported or executed: a class must already be imported.
+    Decode what :func:`encode_value` wrote. Nothing is imported or executed: a class must already be imported, and
+    pass ``allowed_class`` before anything can call it.
 
     :param encoded: JSON data.
-    :return: The attribute. An ``unsaved`` marker raises ``CheckpointError`` (check :func:`is_unsaved` first).
+    :param allowed_class: Which classes the data may name (None: any already imported class).
+    :return: The attribute. An ``unsaved`` marker raises ``CheckpointError`` (check :func:`is_unsaved` first); so does
+        a class that is not allowed. Malformed values raise what decoding them raises (``TypeError``, ...).
     """
+    token = _ALLOWED_CLASS.set(allowed_class)
+    try:
+        return _decode(encoded)
+    finally:
+        _ALLOWED_CLASS.reset(token)
+
+
+def _decode(encoded: Any) -> Any:
     if isinstance(encoded, list):
-        return [decode_value(item) for item in encoded]
+        return [_decode(item) for item in encoded]
     if not isinstance(encoded, dict):
         return encoded
     kind = encoded.get(TAG)
     if kind is None:
-        return {key: decode_value(item) for key, item in encoded.items()}
+        return {key: _decode(item) for key, item in encoded.items()}
     if kind not in _DECODERS:
-        raise CheckpointError(f"unknown encoded value {kind!r}")
+        raise CheckpointError(f"unknown encoded value {str(kind)[:40]!r}")
     return _DECODERS[kind](encoded)
+
+
+def _decode_class(encoded: dict[str, Any]) -> type:
+    cls = resolve_class(str(encoded["module"]), str(encoded["qualname"]))
+    allowed = _ALLOWED_CLASS.get()
+    if allowed is not None and not allowed(cls):
+        raise CheckpointError(f"the class {cls.__module__}.{cls.__qualname__} is not one a checkpoint may name")
+    return cls
 
 
 def _decode_deque(encoded: dict[str, Any]) -> deque:
     maxlen = encoded["maxlen"]
-    return deque((decode_value(item) for item in encoded["items"]), maxlen=None if maxlen is None else int(maxlen))
+    if maxlen is not None and not (_is_int(maxlen) and maxlen >= 0):
+        raise ValueError(f"maxlen={maxlen!r} is not a size")
+    return deque((_decode(item) for item in encoded["items"]), maxlen=maxlen)
 
 
 def _decode_box(encoded: dict[str, Any]) -> spaces.Box:
+    shape = encoded["shape"]
+    if not (isinstance(shape, list) and all(_is_int(size) and size >= 0 for size in shape)):
+        raise ValueError(f"the shape {str(shape)[:80]} is not a list of sizes")
     low, high = _decode_array(encoded["low"]), _decode_array(encoded["high"])
-    return spaces.Box(low, high, tuple(int(size) for size in encoded["shape"]), _plain_dtype(encoded["dtype"]))
+    return spaces.Box(low, high, tuple(shape), _plain_dtype(encoded["dtype"]))
+
+
+def _decode_discrete(encoded: dict[str, Any]) -> spaces.Discrete:
+    n, start = encoded["n"], encoded.get("start", 0)
+    if not (_is_int(n) and n > 0 and _is_int(start)):
+        raise ValueError(f"Discrete(n={n!r}, start={start!r}) is not a space (n must be a positive integer)")
+    return spaces.Discrete(n, start=start)
+
+
+def _decode_train_freq(encoded: dict[str, Any]) -> TrainFreq:
+    frequency = encoded["frequency"]
+    if not (_is_int(frequency) and frequency > 0):
+        raise ValueError(f"the frequency {frequency!r} is not a positive integer")
+    return TrainFreq(frequency, TrainFrequencyUnit(encoded["unit"]))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _decode_schedule(encoded: dict[str, Any]) -> Any:
@@ -178,7 +225,11 @@ def _decode_schedule(encoded: dict[str, Any]) -> Any:
     cls = resolve_class(module, qualname, allow_import=True)  # the name is one of TWM's list, not the file's
     schedule = cls.__new__(cls)
     for field in SCHEDULE_CLASSES[name]:
-        setattr(schedule, field, decode_value(encoded[field]))
+        value = _decode(encoded[field])
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not (number or _qualified_name(type(value)) in SCHEDULE_CLASSES):
+            raise ValueError(f"the schedule's {field} is {str(value)[:40]!r}, not a finite number or a schedule")
+        setattr(schedule, field, value)
     return schedule
 
 
@@ -187,23 +238,23 @@ def _refuse_unsaved(encoded: dict[str, Any]) -> Any:
 
 
 _DECODERS: dict[str, Callable[[dict[str, Any]], Any]] = {
-    "tuple": lambda encoded: tuple(decode_value(item) for item in encoded["items"]),
+    "tuple": lambda encoded: tuple(_decode(item) for item in encoded["items"]),
     "float": lambda encoded: float(_decode_float(encoded["value"])),
-    "TrainFreq": lambda encoded: TrainFreq(int(encoded["frequency"]), TrainFrequencyUnit(encoded["unit"])),
+    "TrainFreq": _decode_train_freq,
     "deque": _decode_deque,
     "ndarray": lambda encoded: _decode_array(encoded),
     "Box": _decode_box,
-    "Discrete": lambda encoded: spaces.Discrete(int(encoded["n"]), start=int(encoded.get("start", 0))),
-    "class": lambda encoded: resolve_class(str(encoded["module"]), str(encoded["qualname"])),
+    "Discrete": _decode_discrete,
+    "class": _decode_class,
     "schedule": _decode_schedule,
     "unsaved": _refuse_unsaved,
 }
 
 
 def _plain_dtype(text: str) -> np.dtype:
-    dtype = np.dtype(text)
-    if dtype.hasobject or dtype.fields is not None:
-        raise CheckpointError(f"dtype {text!r} is not a plain numeric dtype")
+    dtype = np.dtype(str(text))
+    if dtype.kind not in "biuf" or dtype.fields is not None:
+        raise CheckpointError(f"dtype {str(text)[:40]!r} is not a plain numeric dtype (bool, integer or float)")
     return dtype
 
 
@@ -211,13 +262,22 @@ def _decode_array(encoded: dict[str, Any]) -> np.ndarray:
     if encoded.get(TAG) != "ndarray":
         raise CheckpointError("expected an encoded array")
     dtype = _plain_dtype(encoded["dtype"])
-    shape = tuple(int(size) for size in encoded["shape"])
+    shape = encoded["shape"]
+    if not (isinstance(shape, list) and all(_is_int(size) and size >= 0 for size in shape)):
+        raise ValueError(f"the shape {str(shape)[:80]} is not a list of sizes")
+    if math.prod(shape) > MAX_ARRAY_ELEMENTS:
+        raise ValueError(f"an array of shape {tuple(shape)} is larger than a checkpoint's attributes can be")
     if "fill" in encoded:
-        return np.full(shape, _decode_float(encoded["fill"]), dtype=dtype)
+        fill = _decode_float(encoded["fill"])
+        if (isinstance(fill, bool) and dtype.kind != "b") or not isinstance(fill, (int, float)):
+            raise ValueError(f"the fill value {str(fill)[:40]!r} is not a number")
+        return np.full(tuple(shape), fill, dtype=dtype)
     data = encoded["data"]
-    if dtype.kind == "f" and isinstance(data, list):
+    if not (isinstance(data, list) and len(data) == math.prod(shape)):
+        raise ValueError(f"the data is not a list of {math.prod(shape)} numbers")
+    if dtype.kind == "f":
         data = [_decode_float(item) for item in data]
-    return np.asarray(data, dtype=dtype).reshape(shape)
+    return np.asarray(data, dtype=dtype).reshape(tuple(shape))
 
 
 def resolve_class(module: str, qualname: str, allow_import: bool = False) -> type:
