@@ -64,3 +64,33 @@ def test_actor_loss_reinforce_and_thresholded_entropy():
     peaked = th.log(th.tensor([[[0.999, 0.0005, 0.0005]]]))
     _, peaked_terms = actor_loss(peaked, th.tensor([[0]]), th.tensor([[0.0]]), th.tensor([[1.0]]), 0.01, 0.1)
     assert peaked_terms["entropy_loss"].item() > 0.05
+
+
+def test_normalize_advantage_changes_the_actor_update_only():
+    from torch import nn
+
+    from sb3_twm.common.type_aliases import ImaginedTrajectories
+    from sb3_twm.twm.actor_critic import ActorCritic
+
+    th.manual_seed(0)
+    n, horizon, latent = 16, 5, 8
+    trajectories = ImaginedTrajectories(
+        z=th.randn(n, horizon + 1, latent),
+        actions=th.randint(0, 3, (n, horizon)),
+        rewards=th.randn(n, horizon) * 3 + 1,
+        discounts=th.full((n, horizon), 0.9),
+        dones=th.zeros(n, horizon, dtype=th.bool),
+        weights=th.ones(n, horizon + 1),
+    )
+    results = []
+    for normalize in (False, True):
+        th.manual_seed(1)
+        actor, critic = nn.Linear(latent, 3), nn.Linear(latent, 1)
+        actor_critic = ActorCritic(actor, critic, normalize_advantage=normalize,
+                                   actor_optimizer_kwargs={"lr": 1e-3})  # fmt: skip
+        metrics = actor_critic.update(trajectories).metrics
+        results.append((metrics, actor.weight.detach().clone(), critic.weight.detach().clone()))
+    (plain, plain_actor, plain_critic), (normalized, normalized_actor, normalized_critic) = results
+    assert abs(plain["advantage"].item()) > 0.5 and abs(normalized["advantage"].item()) < 1e-6
+    assert th.equal(plain_critic, normalized_critic)  # the critic learns from the returns either way
+    assert not th.allclose(plain_actor, normalized_actor)

@@ -138,3 +138,24 @@ def test_learning_is_bit_identical_with_and_without_reusing_memory(tiny_kwargs):
         env.close()
     assert runs[0].keys() == runs[1].keys()
     assert all(th.equal(runs[0][key], runs[1][key]) for key in runs[0])
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+def test_learn_trains_inside_the_allocator_setting(recording_libc, tiny_kwargs, reuse, monkeypatch):
+    """learn() itself enters the setting: every training step runs with it on, and the defaults return after."""
+    model = TWM("CnnPolicy", make_twm_atari_env("PongNoFrameskip-v4", seed=0), reuse_cpu_memory=reuse, **tiny_kwargs)
+    calls_at_training_steps = []
+    train_step = model.train_step
+
+    def recording_train_step(*args, **kwargs):
+        calls_at_training_steps.append(list(recording_libc.calls))
+        return train_step(*args, **kwargs)
+
+    monkeypatch.setattr(model, "train_step", recording_train_step)
+    model.learn(240)
+    assert len(calls_at_training_steps) == 10  # 40 steps past the prefill at 0.25 training steps per env step
+    if reuse:
+        assert all(calls == REUSE for calls in calls_at_training_steps)
+        assert recording_libc.calls == REUSE + DEFAULTS
+    else:
+        assert recording_libc.calls == []

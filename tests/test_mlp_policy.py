@@ -25,6 +25,7 @@ from sb3_twm.benchmark.learn_cartpole import (
     run_seed,
     zoo_yaml,
 )
+from sb3_twm.world_model.losses import HALF_LOG_TWO_PI
 from sb3_twm.world_model.observation_model import MlpDecoder, MlpEncoder
 
 
@@ -80,7 +81,7 @@ def test_mlp_policy_builds_and_predicts_for_box_spaces(shape):
     assert len(set(deterministic.tolist())) == 1  # the argmax latent and the greedy action are deterministic
     z = policy.encode(th.as_tensor(observation[None]))
     assert z.shape == (1, 20)
-    th.testing.assert_close(z.view(1, 4, 5).sum(-1), th.ones(1, 4))  # one-hot per categorical
+    assert th.all((z == 0) | (z == 1)) and th.all(z.view(1, 4, 5).sum(-1) == 1)  # one-hot per categorical
     critic = policy.make_critic()
     assert critic(z).shape == (1, 1)
     assert [layer.out_features for layer in critic if isinstance(layer, th.nn.Linear)] == [24, 1]
@@ -97,7 +98,7 @@ def test_mlp_policy_rejects_non_box_and_continuous_actions():
 
 
 def test_mlp_world_model_decoder_reconstructs_vectors(tiny_kwargs):
-    model = TWM("MlpPolicy", "CartPole-v1", **tiny_mlp_kwargs(tiny_kwargs), seed=0)
+    model = TWM("MlpPolicy", "CartPole-v1", learning_rate=1e-3, **tiny_mlp_kwargs(tiny_kwargs), seed=0)
     observation_model = model.world_model.observation_model
     assert isinstance(observation_model.encoder, MlpEncoder)
     assert isinstance(observation_model.decoder, MlpDecoder)
@@ -108,18 +109,44 @@ def test_mlp_world_model_decoder_reconstructs_vectors(tiny_kwargs):
     assert logits.shape == (2, 5, 4, 4) and z.shape == (2, 5, 16)
     assert observation_model.decoder(z).shape == (2, 5, 4)
     assert all(th.isfinite(value) for value in terms.values())
+    # It learns to reconstruct them: 0.5 x squared error per vector (the NLL without its constant) falls by more than
+    # 2.5x in 300 updates on 64 fixed vectors (measured: 1.8 -> 0.54), below the 2.0 of predicting their mean.
+    constant = 4 * HALF_LOG_TWO_PI
+    fixed = th.randn(64, 4, generator=th.Generator().manual_seed(0))
+    errors = []
+    for _ in range(300):
+        update = model.world_model.pretrain_observation_step(fixed)
+        errors.append(update.metrics["reconstruction_loss"].item() - constant)
+    assert np.mean(errors[-5:]) < np.mean(errors[:5]) / 2.5 and np.mean(errors[-5:]) < 1.0
+
+
+def reward_error(world_model, batch) -> float:
+    """Mean squared error of the dynamics model's predicted rewards on a batch (argmax latents, no dropout)."""
+    with th.no_grad():
+        world_model.eval()
+        z = world_model.encoder.latent(batch.observations[:, :-1], temperature=0)
+        dones = (batch.terminated | batch.truncated)[:, :-1]
+        prediction = world_model.dynamics_model(z, batch.actions, batch.rewards[:, :-1], dones)
+        return ((prediction.reward[:, 1:] - batch.rewards[:, 1:]) ** 2).mean().item()
 
 
 @pytest.mark.parametrize("shape, dtype", [((5,), np.float32), ((2, 3), np.float32), ((4,), np.int64)])
 def test_learns_a_few_hundred_steps_on_vector_observations(shape, dtype, tiny_kwargs):
     env = VectorEnv(shape, dtype)
     model = TWM("MlpPolicy", env, **tiny_mlp_kwargs(tiny_kwargs), seed=0)
+    untrained = TWM("MlpPolicy", VectorEnv(shape, dtype), **tiny_mlp_kwargs(tiny_kwargs), seed=0)
     model.learn(400)
     assert model.num_timesteps == 400
     assert model._pretrained
     assert model._n_updates > 0
     for parameter in [*model.world_model.parameters(), *model.policy.parameters(), *model.critic.parameters()]:
         assert th.isfinite(parameter).all()
+    # The env pays 1 for action 0 of 3: the world model has learned that from the action token (a prediction that
+    # ignores the action cannot get below the rewards' variance, 2/9). Measured: 0.07-0.10 against 0.22-0.63 untrained.
+    th.manual_seed(5)
+    batch = model.replay_buffer.to_world_model_batch(model.replay_buffer.sample_sequences(4, 8))
+    learned, before = reward_error(model.world_model, batch), reward_error(untrained.world_model, batch)
+    assert learned < before / 2 and learned < 0.15, (learned, before)
     observation, _ = env.reset(seed=1)
     action, _ = model.predict(observation)
     assert action.shape == () and env.action_space.contains(int(action))

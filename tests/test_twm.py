@@ -1,5 +1,7 @@
 """The TWM algorithm behind SB3's interface: learn with callbacks, predict, save/load, determinism, bad input."""
 
+import math
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -301,7 +303,12 @@ def test_mixed_precision_is_off_on_cpu_by_default_and_trains_when_asked(pong_env
     assert not TWM("CnnPolicy", pong_env, **tiny_kwargs)._autocast_enabled
     model = TWM("CnnPolicy", pong_env, seed=0, mixed_precision=True, **tiny_kwargs)
     assert model._autocast_enabled
+    # Autocast really runs: the dynamics model's and the actor's layers compute in bf16 during training.
+    dtypes: dict[str, set] = {"dynamics": set(), "actor": set()}
+    model.world_model.dynamics_model.z_head[-1].register_forward_hook(lambda m, i, o: dtypes["dynamics"].add(o.dtype))
+    model.policy.actor[-1].register_forward_hook(lambda m, i, o: dtypes["actor"].add(o.dtype))
     model.learn(300)
+    assert th.bfloat16 in dtypes["dynamics"] and th.bfloat16 in dtypes["actor"]
     assert model._n_updates == 25
     assert all(th.isfinite(p).all() and p.dtype == th.float32 for p in model.world_model.parameters())
     assert all(th.isfinite(p).all() for p in model.critic.parameters())
@@ -334,3 +341,80 @@ def test_replay_buffer_passes_sb3s_save_load_checks(tiny_kwargs, tmp_path):
         old_replay_buffer.dones,
         infos,
     )
+
+
+def test_world_model_train_steps_sets_the_updates_per_training_step(tiny_kwargs, monkeypatch):
+    model = TWM("CnnPolicy", make_twm_atari_env("PongNoFrameskip-v4", seed=0), world_model_train_steps=3, **tiny_kwargs)
+    calls = {"world_model": 0, "actor_critic": 0}
+    world_model_step, actor_critic_update = model.world_model.train_step, model.actor_critic.update
+
+    def counting(name, function):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    model.learn(200)  # the prefill: nothing trains yet
+    monkeypatch.setattr(model.world_model, "train_step", counting("world_model", world_model_step))
+    monkeypatch.setattr(model.actor_critic, "update", counting("actor_critic", actor_critic_update))
+    model.learn(40, reset_num_timesteps=False)
+    assert model._n_updates == 10 and calls == {"world_model": 30, "actor_critic": 10}
+
+
+@pytest.mark.parametrize("shares", [(0.6, 0.3, 0.7), (0.2, 0.0, 0.5)])
+def test_pretraining_spends_each_share_of_its_budget(tiny_kwargs, shares, tmp_path):
+    observation, dynamics, actor_critic = shares
+    kwargs = dict(tiny_kwargs, pretrain_observation_share=observation, pretrain_dynamics_share=dynamics,
+                  pretrain_actor_critic_share=actor_critic, train_ratio=0.01)  # fmt: skip
+    model = TWM("CnnPolicy", make_twm_atari_env("PongNoFrameskip-v4", seed=0), seed=0, **kwargs)
+    model.set_logger(configure(str(tmp_path), ["csv"]))
+    model.learn(201)
+    logged = model.logger.name_to_value
+    budget = kwargs["pretrain_budget"]
+    # Observation model: passes over the 200 frames in batches of 4 x 8 = 32 (the last one of 8), until the share
+    # is spent (the last batch may overdraw it).
+    spent, updates = 0, 0
+    while spent < observation * budget:
+        for frames in [32] * 6 + [8]:
+            spent, updates = spent + frames, updates + 1
+            if spent >= observation * budget:
+                break
+    assert logged["pretrain/observation_model_updates"] == updates
+    # Dynamics model and actor-critic: batches of at most 4 x 8 and 16 x 5 sampled steps.
+    for key, share, batch_steps in (("dynamics_model", dynamics, 32), ("actor_critic", actor_critic, 80)):
+        count = logged[f"pretrain/{key}_updates"]
+        assert (count == 0) if share == 0 else (count >= math.ceil(share * budget / batch_steps)), (key, count)
+
+
+def test_non_finite_updates_are_applied_when_the_check_is_off(tiny_kwargs, monkeypatch, recwarn):
+    model = TWM("CnnPolicy", make_twm_atari_env("PongNoFrameskip-v4", seed=0), seed=0, skip_non_finite_updates=False,
+                **tiny_kwargs)  # fmt: skip
+    model.learn(204)
+    to_world_model_batch = model.replay_buffer.to_world_model_batch
+    monkeypatch.setattr(
+        model.replay_buffer,
+        "to_world_model_batch",
+        lambda batch, env=None: to_world_model_batch(batch, env)._replace(rewards=th.full((4, 9), float("nan"))),
+    )
+    with pytest.raises(RuntimeError, match="probability tensor contains"):
+        # The NaN update is applied, and imagination then samples from NaN predictions.
+        model.train(gradient_steps=4, batch_size=model.batch_size)
+    assert model._skipped_updates == 0 and not [w for w in recwarn if "skipped an update" in str(w.message)]
+    assert not all(th.isfinite(p).all() for p in model.world_model.dynamics_model.parameters())
+
+
+def test_metrics_are_running_sums_of_bounded_size():
+    from stable_baselines3.common.logger import Logger
+
+    from sb3_twm.common.metrics import Metrics
+
+    metrics = Metrics()
+    values = th.rand(5000, generator=th.Generator().manual_seed(0))
+    for value in values:
+        metrics.record("world_model", {"loss": value})
+    assert len(metrics._sums) == 1 and metrics._sums["world_model/loss"].numel() == 1  # not 5,000 tensors
+    logger = Logger(folder=None, output_formats=[])
+    metrics.write(logger)
+    assert logger.name_to_value["train/world_model/loss"] == pytest.approx(values.double().mean().item(), rel=1e-12)
+    assert metrics._sums == {}

@@ -5,10 +5,14 @@ from stable_baselines3.common.logger import Logger
 
 
 class Metrics:
-    """Collects detached metric tensors by name; :meth:`write` records their means with SB3's logger."""
+    """
+    Running sums of detached metric tensors by name (one tensor per name however long the logs are not written:
+    SB3 writes them at episode ends, which can be rare); :meth:`write` records their means with SB3's logger.
+    """
 
     def __init__(self) -> None:
-        self._values: dict[str, list[th.Tensor]] = {}
+        self._sums: dict[str, th.Tensor] = {}
+        self._counts: dict[str, int] = {}
 
     def record(self, prefix: str, metrics: dict[str, th.Tensor]) -> None:
         """
@@ -16,7 +20,14 @@ class Metrics:
         :param metrics: Name -> scalar tensor (detached here).
         """
         for key, value in metrics.items():
-            self._values.setdefault(f"{prefix}/{key}", []).append(value.detach().float())
+            name = f"{prefix}/{key}"
+            # float64 sums where the device has them: the mean of many float32 values stays exact to float32.
+            value = value.detach().to(th.float32 if value.device.type == "mps" else th.float64)
+            if name in self._sums:
+                self._sums[name] += value
+                self._counts[name] += 1
+            else:
+                self._sums[name], self._counts[name] = value.clone(), 1
 
     def write(self, logger: Logger) -> None:
         """
@@ -25,6 +36,6 @@ class Metrics:
 
         :param logger: SB3's logger.
         """
-        for key, values in self._values.items():
-            logger.record(f"train/{key}" if not key.startswith("pretrain") else key, th.stack(values).mean().item())
-        self._values = {}
+        for name, total in self._sums.items():
+            logger.record(f"train/{name}" if not name.startswith("pretrain") else name, (total / self._counts[name]).item())
+        self._sums, self._counts = {}, {}
