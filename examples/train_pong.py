@@ -12,6 +12,7 @@ import os
 
 from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import VecTransposeImage
 
 from sb3_twm import TWM
 from sb3_twm.common.atari import make_twm_atari_env
@@ -27,7 +28,8 @@ def main() -> None:
     args = parser.parse_args()
 
     env = make_twm_atari_env(args.env, n_envs=1, seed=args.seed)
-    eval_env = make_twm_atari_env(args.env, n_envs=1, seed=args.seed + 1000, evaluation=True)
+    # Channels first like the training env, which TWM wraps in SB3's VecTransposeImage (EvalCallback compares them).
+    eval_env = VecTransposeImage(make_twm_atari_env(args.env, n_envs=1, seed=args.seed + 1000, evaluation=True))
     model = TWM("CnnPolicy", env, seed=args.seed, device=args.device, verbose=1, tensorboard_log=args.output)
     callbacks = [
         # Every 5,000 steps, 10 full games (the paper's intermediate evaluations).

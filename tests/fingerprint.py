@@ -70,6 +70,8 @@ class _Recorder(KVWriter):
         self.rows: list[dict[str, Any]] = []
 
     def write(self, key_values: dict[str, Any], key_excluded: dict[str, Any], step: int = 0) -> None:
+        if "pretrain/phase" in key_values:
+            return  # pretraining's progress lines: how many come depends on the wall clock
         row = {key: value for key, value in key_values.items() if not key.startswith("time/")}
         self.rows.append({"step": step, **{key: float(value) for key, value in sorted(row.items())}})
 

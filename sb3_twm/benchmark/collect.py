@@ -10,8 +10,6 @@ from sb3_twm import TWM
 from sb3_twm.benchmark.common import add_common_arguments, report, setup_torch
 from sb3_twm.common.atari import make_twm_atari_env
 
-DESCRIPTION = "Env steps/s on an Atari game with TWM's wrappers, with random actions and with policy inference."
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser, repeats=3, training=False)

@@ -33,8 +33,6 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize, 
 import sb3_twm
 from sb3_twm import TWM
 
-DESCRIPTION = "TWM MlpPolicy on CartPole-v1: mean eval return >= 400 within 20k env steps for 2 of 3 seeds."
-
 ENV_ID = "CartPole-v1"
 
 # The tuned CartPole-v1 settings, in the rl-zoo's layout: "policy" and "n_timesteps" plus TWM's keyword arguments, the

@@ -8,8 +8,6 @@ import torch as th
 
 from sb3_twm.benchmark.common import add_common_arguments, default_model, report, setup_torch
 
-DESCRIPTION = "Peak resident memory (and peak CUDA memory) with a 100k-step dataset and a training step."
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser, repeats=None)

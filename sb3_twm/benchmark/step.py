@@ -8,8 +8,6 @@ from stable_baselines3.common.callbacks import BaseCallback
 from sb3_twm.benchmark.common import add_common_arguments, default_model, report, setup_torch, synchronize
 from sb3_twm.benchmark.reference import AUTHORS_A100_SECONDS_PER_ENV_STEP, REFERENCE_CPU_SECONDS
 
-DESCRIPTION = "Seconds per env step past the prefill (env step + its share of training) at the default schedule."
-
 
 class StepTimer(BaseCallback):
     """Time between consecutive env steps: one env step plus the training that followed the previous one."""

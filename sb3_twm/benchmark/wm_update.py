@@ -5,8 +5,6 @@ import argparse
 from sb3_twm.benchmark.common import add_common_arguments, default_model, report, setup_torch, time_repeats
 from sb3_twm.benchmark.reference import REFERENCE_CPU_SECONDS
 
-DESCRIPTION = "Seconds per world-model update at the default batch (100 x 16)."
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)

@@ -1,9 +1,10 @@
 """
 TWM's Atari preprocessing, built only from SB3's own wrappers: ``AtariWrapper`` (64x64 grayscale, frame skip 4 with
-max-pool, up to 30 no-ops, raw rewards, life loss ends the agent's episode) and ``VecFrameStack(4)``, on
-``*NoFrameskip-v4`` games (no sticky actions; ALE's 108k-frame cap is the 27k-step time limit).
+max-pool, up to 30 no-ops, raw rewards, life loss ends the agent's episode) and ``VecFrameStack(4)``, on ALE games
+without sticky actions (the Atari 100k protocol; ALE's 108k-frame cap is the 27k-step time limit).
 """
 
+import warnings
 from typing import Any
 
 import gymnasium as gym
@@ -17,13 +18,29 @@ TWM_ATARI_WRAPPER_KWARGS: dict[str, Any] = {
     "terminal_on_life_loss": True,
     "clip_reward": False,
 }
+# What the ALE env itself must do under AtariWrapper: no frame skip of its own (the wrapper skips and max-pools) and no
+# sticky actions (``ALE/*-v5`` ids repeat the previous action with probability 0.25 by default).
+ALE_ENV_KWARGS: dict[str, Any] = {"frameskip": 1, "repeat_action_probability": 0.0}
 
 
 def register_atari_envs() -> None:
-    """Register ALE's games with Gymnasium (``PongNoFrameskip-v4`` etc.); ale-py ships the ROMs."""
+    """Register ALE's games with Gymnasium (``PongNoFrameskip-v4``, ``ALE/Pong-v5``, ...); ale-py ships the ROMs."""
     import ale_py
 
     gym.register_envs(ale_py)
+
+
+def is_atari_id(env_id: str) -> bool:
+    """
+    :param env_id: A Gymnasium id.
+    :return: Whether it names an ALE game (after registering them).
+    """
+    register_atari_envs()
+    try:
+        spec = gym.spec(env_id)
+    except gym.error.Error:
+        return False
+    return str(spec.entry_point).startswith("ale_py")
 
 
 def make_twm_atari_env(
@@ -37,7 +54,9 @@ def make_twm_atari_env(
     """
     Make vectorised Atari envs preprocessed as TWM expects.
 
-    :param env_id: A ``*NoFrameskip-v4`` game id.
+    :param env_id: An ALE game id: ``*NoFrameskip-v4``, or ``ALE/*-v5`` (made without its own frame skip and sticky
+        actions, as ``NoFrameskip-v4``; passing ``env_kwargs=dict(repeat_action_probability=...)`` keeps sticky actions,
+        with a warning).
     :param n_envs: Number of envs.
     :param seed: Seed of the first env (the others get ``seed + i``).
     :param frame_stack: Frames stacked as channels.
@@ -51,5 +70,12 @@ def make_twm_atari_env(
     wrapper_kwargs = {**TWM_ATARI_WRAPPER_KWARGS, **kwargs.pop("wrapper_kwargs", {})}
     if evaluation:
         wrapper_kwargs["noop_max"] = 0
-    env = make_atari_env(env_id, n_envs=n_envs, seed=seed, wrapper_kwargs=wrapper_kwargs, **kwargs)
+    env_kwargs = {**ALE_ENV_KWARGS, **(kwargs.pop("env_kwargs", None) or {})}
+    if env_kwargs["repeat_action_probability"] > 0:
+        warnings.warn(
+            f"{env_id} with sticky actions (repeat_action_probability={env_kwargs['repeat_action_probability']}): "
+            "the Atari 100k protocol of TWM's paper uses none, so scores are not comparable with it.",
+            stacklevel=2,
+        )
+    env = make_atari_env(env_id, n_envs=n_envs, seed=seed, wrapper_kwargs=wrapper_kwargs, env_kwargs=env_kwargs, **kwargs)
     return VecFrameStack(env, n_stack=frame_stack)

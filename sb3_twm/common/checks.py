@@ -1,6 +1,7 @@
 """Checks of arguments shared by TWM's parts: each raises a ``ValueError`` that says what to change."""
 
 import math
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -109,4 +110,23 @@ def check_env_step(step: int, rewards: np.ndarray, new_obs: Any) -> None:
         raise ValueError(
             f"The env returned a non-finite observation at step {step} (env {env_index}). "
             "TWM cannot learn from NaN/inf observations: fix the env."
+        )
+
+
+def check_frame_stack(policy: Any, observation_space: spaces.Space) -> None:
+    """
+    Warn when a CnnPolicy gets images whose channel count suggests single frames (1 grayscale or 3 RGB channels):
+    TWM's observation model sees motion only through stacked frames.
+
+    :param policy: The policy (name or class).
+    :param observation_space: The (channel-first) observation space.
+    """
+    cnn = policy == "CnnPolicy" or getattr(policy, "observation_architecture", None) == "cnn"
+    shape = getattr(observation_space, "shape", None)
+    if cnn and shape is not None and len(shape) == 3 and shape[0] in (1, 3):
+        warnings.warn(
+            f"CnnPolicy gets images with {shape[0]} channel(s) {tuple(shape)}, which looks like single frames: TWM "
+            "expects stacked frames (the paper: 4 grayscale). Wrap the env with VecFrameStack(env, n_stack=4), or "
+            "make Atari games with sb3_twm.common.atari.make_twm_atari_env.",
+            stacklevel=3,
         )

@@ -106,6 +106,7 @@ EXCLUDED_ATTRIBUTES = (
     "_base_learning_rates",
     "_warned_small_dataset",
     "_autocast_enabled",
+    "_progress_bar",
     "lr_schedule",  # rebuilt from learning_rate
     # The env is reset on resume (its state cannot be saved), so the last observations are not needed.
     "_last_obs",

@@ -8,17 +8,19 @@ import warnings
 from typing import Any, ClassVar, TypeVar
 
 import torch as th
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ConvertCallback
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.vec_env import VecNormalize
 
+from sb3_twm.common.atari import is_atari_id, make_twm_atari_env
 from sb3_twm.common.buffers import TWMReplayBuffer
-from sb3_twm.common.checks import check_discrete_actions, check_policy_observations
+from sb3_twm.common.checks import check_discrete_actions, check_frame_stack, check_policy_observations
 from sb3_twm.common.cpu_memory import reuse_freed_memory
 from sb3_twm.common.metrics import Metrics
 from sb3_twm.common.off_policy_algorithm import ResumableOffPolicyAlgorithm
 from sb3_twm.common.optim import BaseLearningRates
+from sb3_twm.common.progress import TWMProgressBarCallback
 from sb3_twm.common.type_aliases import ImaginedTrajectories, Update, WorldModelOutput, WorldModelUpdate
 from sb3_twm.twm import checkpointing
 from sb3_twm.twm.actor_critic import ActorCritic
@@ -165,6 +167,7 @@ class TWM(ResumableOffPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
+        env = _make_atari_env_from_id(policy, env, seed, verbose)
         check_policy_observations(policy, getattr(env, "observation_space", None))
         super().__init__(
             policy,
@@ -190,6 +193,7 @@ class TWM(ResumableOffPolicyAlgorithm):
         )
         if env is not None:
             check_discrete_actions(self.action_space)
+            check_frame_stack(policy, self.observation_space)
         self.sequence_length = sequence_length
         self.gae_lambda = gae_lambda
         self.train_ratio = train_ratio
@@ -223,6 +227,7 @@ class TWM(ResumableOffPolicyAlgorithm):
         self._actor_critic_updates = 0
         self._skipped_updates = 0
         self._untrained_env_steps = 0  # see ResumableOffPolicyAlgorithm
+        self._progress_bar: TWMProgressBarCallback | None = None  # while learn(progress_bar=True) runs
         if _init_setup_model:
             self._setup_model()
 
@@ -340,6 +345,19 @@ class TWM(ResumableOffPolicyAlgorithm):
         finally:
             # A finished learn() has trained on all it collected (or was stopped, and then never will).
             self._untrained_env_steps = 0
+            self._progress_bar = None
+
+    def _init_callback(self, callback: MaybeCallback, progress_bar: bool = False) -> BaseCallback:
+        # SB3's, with TWM's progress bar (what runs, and the remaining time from the cost of training) for SB3's.
+        if isinstance(callback, list):
+            callback = CallbackList(callback)
+        if not isinstance(callback, BaseCallback):
+            callback = ConvertCallback(callback)
+        if progress_bar:
+            self._progress_bar = TWMProgressBarCallback()
+            callback = CallbackList([callback, self._progress_bar])
+        callback.init_callback(self)
+        return callback
 
     def _setup_learn(
         self,
@@ -519,3 +537,15 @@ class TWM(ResumableOffPolicyAlgorithm):
     def load_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase, truncate_last_traj: bool = True) -> None:
         """Load a dataset saved by ``save_replay_buffer``, checked first; ``truncate_last_traj`` is ignored (HER only)."""
         checkpointing.load_dataset(self, path)
+
+
+def _make_atari_env_from_id(policy: Any, env: Any, seed: int | None, verbose: int) -> Any:
+    # An ALE game id with CnnPolicy gets the paper's preprocessing, as rl-zoo3's atari entry gives it: SB3 alone would
+    # make the raw 210x160 RGB frames without frame skip or stacking.
+    cnn = policy == "CnnPolicy" or getattr(policy, "observation_architecture", None) == "cnn"
+    if not (isinstance(env, str) and cnn and is_atari_id(env)):
+        return env
+    if verbose >= 1:
+        print(f"TWM: {env} is an Atari game: using make_twm_atari_env({env!r}) (64x64 grayscale, frame skip 4 with "
+              "max-pool, 4 stacked frames, up to 30 no-ops, no sticky actions, life loss ends an episode)")  # fmt: skip
+    return make_twm_atari_env(env, n_envs=1, seed=seed)
