@@ -4,7 +4,11 @@ rl-zoo3 integration of TWM: ``--algo twm`` for ``python -m rl_zoo3.train|enjoy|r
 rl-zoo3 has no plugin hook for algorithms. sb3-twm ships a start-up hook (``_sb3_twm_zoo.pth`` and the stdlib-only
 module ``_sb3_twm_zoo``) that calls the ``register_*``/``patch_*`` functions below right after rl-zoo3 imports the
 module they patch; ``SB3_TWM_NO_ZOO_HOOK=1`` turns it off. ``python -m sb3_twm.zoo train|enjoy|record_video ...``
-(same arguments as the zoo's scripts) registers explicitly and needs no hook.
+(same arguments as the zoo's scripts) registers explicitly and needs no hook; ``python -m sb3_twm.zoo export-trial``
+writes a trial of an Optuna study as a ``twm.yml`` entry (:mod:`sb3_twm.zoo.export`).
+
+Tuning with many workers (``-optimize --storage <database URL> --study-name S`` on each machine): the storage gets
+heartbeats, so that the trial of a killed worker is marked FAIL and queued again (:mod:`sb3_twm.zoo.optuna_storage`).
 
 Exact resume through the zoo (see :func:`patch_experiment_manager`): every ``--save-freq`` checkpoint of ``--algo twm``
 is a model + dataset pair (``rl_model_<N>_steps.zip`` and ``rl_model_replay_buffer_<N>_steps.pkl``, an ``.npz``
@@ -32,6 +36,7 @@ from sb3_twm.zoo.hyperparams_opt import convert_twm_params, sample_twm_params
 __all__ = [
     "ALGO_NAME",
     "COMMANDS",
+    "EXPORT_COMMAND",
     "convert_twm_params",
     "default_config_path",
     "hyperparams_dir",
@@ -44,6 +49,7 @@ __all__ = [
 ]
 
 COMMANDS = ("train", "enjoy", "record_video")
+EXPORT_COMMAND = "export-trial"
 
 
 def hyperparams_dir() -> Path:
@@ -84,7 +90,10 @@ def patch_experiment_manager(exp_manager_module: ModuleType) -> None:
     replacements are in :mod:`sb3_twm.zoo.experiment_manager`):
 
     - without ``--conf-file``, read sb3-twm's ``twm.yml`` (rl-zoo3 itself has none; if it ever ships one, it wins);
-    - ``-optimize``: give the sampler the configuration being tuned, so that the search is anchored at it;
+    - ``-optimize``: give the sampler the configuration being tuned, so that the search is anchored at it, and record
+      the worker (``host:pid``) of each trial as its user attribute ``worker``;
+    - ``-optimize --storage <database URL>``: an ``RDBStorage`` with heartbeats and retries of failed trials
+      (:mod:`sb3_twm.zoo.optuna_storage`), so that a killed worker's trial does not stay RUNNING;
     - ``--trial-id``: merge the trial's nested kwargs into the configured ones (yml, trial, then ``-params``);
     - ``--save-freq``: the checkpoints hold the dataset and the ``VecNormalize`` statistics too
       (``CheckpointCallback(save_replay_buffer=True, save_vecnormalize=True)``), as a TWM checkpoint cannot resume
@@ -118,14 +127,20 @@ def main(argv: list[str] | None = None) -> int:
     """
     ``python -m sb3_twm.zoo train|enjoy|record_video [zoo arguments]``: run ``rl_zoo3.<command>`` with TWM registered,
     hook or no hook (e.g. with ``SB3_TWM_NO_ZOO_HOOK=1``, ``python -S`` or a ``PYTHONPATH`` install).
+    ``python -m sb3_twm.zoo export-trial ...``: see :mod:`sb3_twm.zoo.export`.
     """
     import runpy
     import sys
 
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == EXPORT_COMMAND:
+        from sb3_twm.zoo import export
+
+        return export.main(argv[1:])
     if not argv or argv[0] not in COMMANDS:
         print(
             f"usage: python -m sb3_twm.zoo {{{','.join(COMMANDS)}}} [arguments of python -m rl_zoo3.<command>]\n"
+            f"       python -m sb3_twm.zoo {EXPORT_COMMAND} --storage URL --study-name S --env ENV [--output FILE]\n"
             "example: python -m sb3_twm.zoo train --algo twm --env PongNoFrameskip-v4",
             file=sys.stderr,
         )

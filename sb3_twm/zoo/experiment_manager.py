@@ -16,6 +16,7 @@ from typing import Any
 
 from sb3_twm.common.checkpoints import dataset_path_for_checkpoint, vecnormalize_path_for_checkpoint
 from sb3_twm.zoo.hyperparams_opt import BASE_HYPERPARAMS, convert_twm_params
+from sb3_twm.zoo.optuna_storage import WORKER_ATTRIBUTE, is_database_url, studies_with_heartbeats, worker_name
 
 ALGO_NAME = "twm"
 
@@ -40,6 +41,7 @@ def patch(cls: type, module: ModuleType, default_config: Path, zoo_defaults: set
 
     cls.__init__ = __init__
     replacements = {
+        "hyperparameters_optimization": functools.partial(_hyperparameters_optimization, optuna_module=module.optuna),
         "objective": _objective,
         "read_hyperparameters": _read_hyperparameters,
         "create_callbacks": functools.partial(_create_callbacks, checkpoint_class=module.CheckpointCallback),
@@ -62,8 +64,23 @@ def _for_twm_only(original: Callable[..., Any], replacement: Callable[..., Any])
     return method
 
 
+def _hyperparameters_optimization(self: Any, original: Callable[..., None], optuna_module: ModuleType) -> None:
+    # --storage <database URL>: heartbeats, so that a killed worker's trial is marked FAIL (and retried).
+    if not is_database_url(self.storage):
+        return original(self)
+    with studies_with_heartbeats(optuna_module, self.storage) as storage:
+        if storage is not self.storage and self.verbose > 0:
+            print(
+                f"Optuna storage with heartbeats every {storage.heartbeat_interval} s: a trial without one for "
+                f"{storage.grace_period} s is marked FAIL (sb3_twm.zoo.optuna_storage)"
+            )
+        return original(self)
+
+
 def _objective(self: Any, original: Callable[..., float], trial: Any) -> float:
-    # -optimize: the sampler searches around the configuration being tuned.
+    # -optimize: which worker runs the trial (for the study and its dashboard), and the sampler searches around the
+    # configuration being tuned.
+    trial.set_user_attr(WORKER_ATTRIBUTE, worker_name())
     token = BASE_HYPERPARAMS.set(self._hyperparams)
     try:
         return original(self, trial)

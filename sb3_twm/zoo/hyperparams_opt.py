@@ -18,7 +18,7 @@ from sb3_twm.twm.policies import DEFAULT_NET_ARCH, TWMPolicy
 from sb3_twm.twm.twm import TWM
 from sb3_twm.world_model import world_model_defaults
 
-__all__ = ["convert_twm_params", "sample_twm_params"]
+__all__ = ["as_kwargs_dict", "convert_twm_params", "sample_twm_params"]
 
 # The configuration a zoo trial starts from; set by the ExperimentManager patch of sb3_twm.zoo around the zoo's
 # objective (the zoo passes the sampler no hyperparameters).
@@ -44,9 +44,14 @@ def _policy_default(name: str) -> Any:
     return inspect.signature(TWMPolicy.__init__).parameters[name].default
 
 
-def _as_dict(value: Any) -> dict[str, Any]:
-    """A kwargs entry of the zoo's config: None, a dict, or a string the zoo would ``eval`` (as it does for
-    ``policy_kwargs`` in ``ExperimentManager._preprocess_hyperparams``)."""
+def as_kwargs_dict(value: Any) -> dict[str, Any]:
+    """
+    A kwargs entry of the zoo's configuration as a dict.
+
+    :param value: None, a dict, or a string the zoo would ``eval`` (as it does for ``policy_kwargs`` in
+        ``ExperimentManager._preprocess_hyperparams``, in the namespace of ``rl_zoo3.exp_manager``).
+    :return: The keyword arguments.
+    """
     if value is None:
         return {}
     if isinstance(value, str):
@@ -111,8 +116,8 @@ def sample_twm_params(trial: Any, n_actions: int, n_envs: int, additional_args: 
     :return: Keyword arguments for ``TWM`` (nested dicts merged into the configured ones).
     """
     base = _base_hyperparams(additional_args)
-    world_model_kwargs = {**world_model_defaults(), **_as_dict(base.get("world_model_kwargs"))}
-    policy_kwargs = _as_dict(base.get("policy_kwargs"))
+    world_model_kwargs = {**world_model_defaults(), **as_kwargs_dict(base.get("world_model_kwargs"))}
+    policy_kwargs = as_kwargs_dict(base.get("policy_kwargs"))
     sequence_length = int(base.get("sequence_length", _twm_default("sequence_length")))
     per_env_prefill = int(base.get("learning_starts", _twm_default("learning_starts"))) // max(int(n_envs), 1)
 
@@ -193,15 +198,15 @@ def convert_twm_params(params: dict[str, Any], base: dict[str, Any] | None = Non
             hyperparams[name] = int(params.pop(name))
 
     if "critic_lr" in params:
-        critic = _as_dict(base.get("critic_optimizer_kwargs"))
+        critic = as_kwargs_dict(base.get("critic_optimizer_kwargs"))
         hyperparams["critic_optimizer_kwargs"] = {**critic, "lr": float(params.pop("critic_lr"))}
 
-    world_model = _pop_world_model_params(params, _as_dict(base.get("world_model_kwargs")))
+    world_model = _pop_world_model_params(params, as_kwargs_dict(base.get("world_model_kwargs")))
     if world_model:
-        hyperparams["world_model_kwargs"] = {**_as_dict(base.get("world_model_kwargs")), **world_model}
-    policy = _pop_policy_params(params, _as_dict(base.get("policy_kwargs")))
+        hyperparams["world_model_kwargs"] = {**as_kwargs_dict(base.get("world_model_kwargs")), **world_model}
+    policy = _pop_policy_params(params, as_kwargs_dict(base.get("policy_kwargs")))
     if policy:
-        hyperparams["policy_kwargs"] = {**_as_dict(base.get("policy_kwargs")), **policy}
+        hyperparams["policy_kwargs"] = {**as_kwargs_dict(base.get("policy_kwargs")), **policy}
 
     if params:
         raise ValueError(f"Unknown TWM trial parameters {sorted(params)} (from another version of sb3-twm?).")
