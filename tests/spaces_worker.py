@@ -41,6 +41,8 @@ SPACES: dict[str, spaces.Box | None] = {
     "cartpole-inf-bounds": None,
     "float32-2d-inf-bounds": spaces.Box(-np.inf, np.inf, (2, 3), np.float32),
     "float64-huge-bounds": spaces.Box(-1e300, 1e300, (3,), np.float64),
+    # SpaceEnv's observations (normal, std 2) go beyond these bounds, as some envs' do: stored and loaded as they are.
+    "float64-env-exceeds-bounds": spaces.Box(-1.0, 1.0, (3,), np.float64),
     "bool-grid": spaces.Box(0, 1, (10, 10, 4), bool),
     "int8": spaces.Box(-128, 127, (6,), np.int8),
     "uint8-image-channel-first": spaces.Box(0, 255, (4, 48, 48), np.uint8),
@@ -69,7 +71,7 @@ def parse(case: str) -> tuple[str, int, bool]:
 
 
 class SpaceEnv(gym.Env):
-    """Observations of a given Box (moderate values within its bounds), 3 actions, random terminations."""
+    """Observations of a given Box (moderate values, within its bounds unless they are tight), 3 actions, random ends."""
 
     def __init__(self, space: spaces.Box) -> None:
         self.observation_space = space

@@ -1,6 +1,5 @@
 """The TWM algorithm behind SB3's interface: learn with callbacks, predict, save/load, determinism, bad input."""
 
-import math
 
 import gymnasium as gym
 import numpy as np
@@ -303,12 +302,17 @@ def test_mixed_precision_is_off_on_cpu_by_default_and_trains_when_asked(pong_env
     assert not TWM("CnnPolicy", pong_env, **tiny_kwargs)._autocast_enabled
     model = TWM("CnnPolicy", pong_env, seed=0, mixed_precision=True, **tiny_kwargs)
     assert model._autocast_enabled
-    # Autocast really runs: the dynamics model's and the actor's layers compute in bf16 during training.
-    dtypes: dict[str, set] = {"dynamics": set(), "actor": set()}
-    model.world_model.dynamics_model.z_head[-1].register_forward_hook(lambda m, i, o: dtypes["dynamics"].add(o.dtype))
-    model.policy.actor[-1].register_forward_hook(lambda m, i, o: dtypes["actor"].add(o.dtype))
+    # Autocast really runs: the dynamics model's and the actor's layers compute in bf16, in pretraining and in the
+    # training steps after it (model._pretrained tells which).
+    dtypes: dict[tuple[str, bool], set] = {(part, phase): set() for part in ("dynamics", "actor") for phase in (0, 1)}
+
+    def recorder(part: str):
+        return lambda module, inputs, output: dtypes[part, model._pretrained].add(output.dtype)
+
+    model.world_model.dynamics_model.z_head[-1].register_forward_hook(recorder("dynamics"))
+    model.policy.actor[-1].register_forward_hook(recorder("actor"))
     model.learn(300)
-    assert th.bfloat16 in dtypes["dynamics"] and th.bfloat16 in dtypes["actor"]
+    assert all(th.bfloat16 in found for found in dtypes.values()), dtypes
     assert model._n_updates == 25
     assert all(th.isfinite(p).all() and p.dtype == th.float32 for p in model.world_model.parameters())
     assert all(th.isfinite(p).all() for p in model.critic.parameters())
@@ -369,6 +373,20 @@ def test_pretraining_spends_each_share_of_its_budget(tiny_kwargs, shares, tmp_pa
                   pretrain_actor_critic_share=actor_critic, train_ratio=0.01)  # fmt: skip
     model = TWM("CnnPolicy", make_twm_atari_env("PongNoFrameskip-v4", seed=0), seed=0, **kwargs)
     model.set_logger(configure(str(tmp_path), ["csv"]))
+    # The sampled steps of every pretraining batch of the dynamics model and the actor-critic.
+    sizes: dict[str, list[int]] = {"dynamics_model": [], "actor_critic": []}
+    dynamics_step, actor_critic_update = model.world_model.pretrain_dynamics_step, model.actor_critic.pretrain_update
+
+    def recorded_dynamics_step(logits, actions, *args):
+        sizes["dynamics_model"].append(actions.shape[0] * (actions.shape[1] - 1))
+        return dynamics_step(logits, actions, *args)
+
+    def recorded_actor_critic_update(z, rewards, discounts):
+        sizes["actor_critic"].append(rewards.numel())
+        return actor_critic_update(z, rewards, discounts)
+
+    model.world_model.pretrain_dynamics_step = recorded_dynamics_step
+    model.actor_critic.pretrain_update = recorded_actor_critic_update
     model.learn(201)
     logged = model.logger.name_to_value
     budget = kwargs["pretrain_budget"]
@@ -381,10 +399,16 @@ def test_pretraining_spends_each_share_of_its_budget(tiny_kwargs, shares, tmp_pa
             if spent >= observation * budget:
                 break
     assert logged["pretrain/observation_model_updates"] == updates
-    # Dynamics model and actor-critic: batches of at most 4 x 8 and 16 x 5 sampled steps.
-    for key, share, batch_steps in (("dynamics_model", dynamics, 32), ("actor_critic", actor_critic, 80)):
-        count = logged[f"pretrain/{key}_updates"]
-        assert (count == 0) if share == 0 else (count >= math.ceil(share * budget / batch_steps)), (key, count)
+    # Dynamics model and actor-critic (batches of at most 4 x 8 and 16 x 5 sampled steps): each spends its share and
+    # stops there (only the last batch overdraws it).
+    for key, share in (("dynamics_model", dynamics), ("actor_critic", actor_critic)):
+        spent = sizes[key]
+        assert logged[f"pretrain/{key}_updates"] == len(spent)
+        if share == 0:
+            assert not spent
+        else:
+            assert sum(spent[:-1]) < share * budget <= sum(spent), (key, len(spent), sum(spent), share * budget)
+            assert max(spent) <= {"dynamics_model": 4 * 8, "actor_critic": 16 * 5}[key]
 
 
 def test_non_finite_updates_are_applied_when_the_check_is_off(tiny_kwargs, monkeypatch, recwarn):

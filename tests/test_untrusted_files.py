@@ -20,6 +20,7 @@ from configurations import TINY_MLP_POLICY_KWARGS, TINY_SCHEDULE_KWARGS
 
 from sb3_twm import TWM, TWMPolicy
 from sb3_twm.common.checkpoints import CheckpointError
+from sb3_twm.common.checkpoints.files import ZipReader
 
 KWARGS = dict(TINY_SCHEDULE_KWARGS, learning_starts=40, batch_size=2, imagination_batch_size=8, pretrain_budget=200)
 
@@ -119,12 +120,37 @@ def test_the_model_file_is_opened_once_and_loads_from_bytes(saved, monkeypatch):
     assert from_bytes.num_timesteps == 60
 
 
-def test_a_pickle_swapped_in_after_the_check_never_runs(saved, tmp_path):
+def _pickled_attribute(marker: pathlib.Path) -> dict[str, str]:
+    # SB3's encoding of an attribute it could not write as JSON: a base64 pickle, here one that touches ``marker``.
+    return {":type:": "x", ":serialized:": __import__("base64").b64encode(pickle.dumps(TouchOnUnpickle(marker))).decode()}
+
+
+def test_pickled_attributes_are_refused_without_being_unpickled(saved, tmp_path):
     marker = tmp_path / "code-ran"
-    payload = {":type:": "x", ":serialized:": __import__("base64").b64encode(pickle.dumps(TouchOnUnpickle(marker))).decode()}
-    evil = crafted(saved, tmp_path / "evil.zip", data=patched_data(saved, observation_space=payload))
+    evil = crafted(saved, tmp_path / "evil.zip", data=patched_data(saved, observation_space=_pickled_attribute(marker)))
     refused(evil, "holds pickled attributes")
     assert not marker.exists()
+
+
+def test_a_file_swapped_during_the_load_is_never_read(saved, tmp_path, monkeypatch):
+    # The race of a file replaced between the check of its attributes and their decoding, made deterministic: the
+    # file is swapped for one with a pickle right after its 'data' member has been read.
+    marker = tmp_path / "code-ran"
+    evil = crafted(saved, tmp_path / "evil.zip", data=patched_data(saved, observation_space=_pickled_attribute(marker)))
+    target = tmp_path / "model.zip"
+    target.write_bytes((saved / "model.zip").read_bytes())
+    read_json = ZipReader.read_json
+
+    def swapping_read_json(self, member, max_bytes):
+        value = read_json(self, member, max_bytes)
+        if member == "data":
+            os.replace(evil, target)
+        return value
+
+    monkeypatch.setattr(ZipReader, "read_json", swapping_read_json)
+    model = TWM.load(target)
+    assert not evil.exists() and b":serialized:" in target.read_bytes()  # the swap happened
+    assert not marker.exists() and model.num_timesteps == 60
 
 
 # ------------------------------------------------------------------------------------------------ 2. optimiser states
@@ -165,6 +191,14 @@ def test_compression_bombs_are_refused_before_they_are_read(saved, tmp_path, mem
         assert TWM.load(path).num_timesteps == 60
     else:
         refused(path, rf"{member}.*declares \d+ bytes")
+
+
+def test_json_that_would_inflate_in_memory_is_refused_before_it_is_parsed(saved, tmp_path):
+    # Within the byte cap, but millions of empty objects would take gigabytes as Python dicts.
+    data = json.loads(members(saved / "model.zip")["data"])
+    data["padding"] = [{}] * 1_000_000
+    path = crafted(saved, tmp_path / "objects.zip", data=json.dumps(data).encode())
+    refused(path, r"data.*holds 10\d{5} JSON objects and arrays, more than the 100000")
 
 
 # ------------------------------------------------------------------------------------------------ 4. tensors
@@ -222,8 +256,14 @@ def test_dataset_duplicates_positions_and_observations_are_checked(saved, tmp_pa
 
     observations = arrays["observations"].copy()
     observations[0, 0, 0] = 99.0  # Acrobot's cosines are within [-1, 1]
+    # Finite values beyond the bounds are what some envs emit: they load, with a warning naming the file.
+    with pytest.warns(UserWarning, match="outside the observation space's bounds") as warned:
+        model.load_replay_buffer(dataset("outside.npz", observations=observations))
+    assert str(tmp_path / "outside.npz") in str(warned[0].message)
+    assert model.replay_buffer.observations[0, 0, 0] == 99.0
+    observations[0, 0, 0] = np.nan
     cases = {
-        dataset("outside.npz", observations=observations): "observations outside the observation space",
+        dataset("nan.npz", observations=observations): "non-finite observations",
         dataset("pos.npz", metadata={"pos": True}): "pos=",
         dataset("nested.npz", metadata={"temperature": "NESTED"}): "metadata",
     }
@@ -243,11 +283,14 @@ def test_dataset_duplicates_positions_and_observations_are_checked(saved, tmp_pa
         ({"gamma": "high"}, "gamma"),
         ({"num_timesteps": "HUGE"}, "data"),  # a 5,000-digit integer (written below): Python refuses to parse it
         ({"action_space": {"__twm__": "Discrete", "n": -1, "start": 0}}, "action_space"),
-        ({"observation_space": {"__twm__": "Box", "shape": [6], "dtype": "<U8", "low": 0, "high": 1}}, "observation_space"),
+        (
+            {"observation_space": {"__twm__": "Box", "shape": [6], "dtype": "<U8", "low": 0, "high": 1}},
+            r"observation_space.*'<U8' is not a plain numeric dtype",
+        ),
         ({"ep_info_buffer": {"__twm__": "deque", "maxlen": -1, "items": []}}, "ep_info_buffer"),
         ({"device": "cuda:7"}, "device"),
         ({"_checkpoint": 1}, "_checkpoint"),
-        ({"_checkpoint": {"version": 1, "rng": {"numpy": "x", "python": 3}}}, "random-generator"),
+        ({"_checkpoint": {"version": 1, "rng": {"numpy": "x", "python": 3}}}, r"random-generator.*numpy's state"),
         (
             {"policy_kwargs": {"activation_fn": {"__twm__": "class", "module": "subprocess", "qualname": "Popen"}}},
             r"policy_kwargs.*subprocess\.Popen is not one a checkpoint may name",
@@ -279,9 +322,10 @@ def test_wrong_random_generator_tensors_are_refused(saved, tmp_path):
 def test_policy_files_load_without_unpickling(saved, tmp_path):
     policy = TWMPolicy.load(saved / "policy.pth")
     observation = np.zeros(6, np.float32)
-    assert policy.predict(observation, deterministic=True)[0] == TWM.load(saved / "model.zip").predict(
-        observation, deterministic=True
-    )[0]
+    assert (
+        policy.predict(observation, deterministic=True)[0]
+        == TWM.load(saved / "model.zip").predict(observation, deterministic=True)[0]
+    )
     marker = tmp_path / "code-ran"
     th.save({"state_dict": {}, "data": TouchOnUnpickle(marker)}, tmp_path / "evil.pth")
     with pytest.raises(CheckpointError, match=r"evil\.pth"):

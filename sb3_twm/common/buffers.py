@@ -12,8 +12,8 @@ The buffer subclasses SB3's :class:`~stable_baselines3.common.buffers.ReplayBuff
 but it stores the frames only once, as SB3's memory-optimised layout does (``optimize_memory_usage``
 is True and ``next_observations`` is None): the next observation of step ``t`` is the observation
 stored at ``t + 1``, and the newest next observation per environment is kept separately in
-``latest_next_observations``. SB3's ``dones`` and ``timeouts`` arrays are read-only views derived
-from the ``terminated`` and ``truncated`` flags it keeps.
+``latest_next_observations``. SB3's ``dones`` and ``timeouts`` arrays are read-only float32 arrays
+computed from the ``terminated`` and ``truncated`` flags it keeps, on each access (small: no frames are copied).
 """
 
 from __future__ import annotations

@@ -28,31 +28,22 @@ numbers (``EvalCallback``: TWM samples actions when evaluating) must fire at the
 
 from __future__ import annotations
 
-import functools
-import inspect
 import io
-import math
 import pathlib
 import pickle
 import warnings
 import zipfile
-from collections import deque
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.save_util import recursive_getattr, save_to_zip_file
-from stable_baselines3.common.type_aliases import GymEnv, TrainFreq
+from stable_baselines3.common.type_aliases import GymEnv
 from stable_baselines3.common.utils import check_for_correct_spaces, get_device, get_system_info
 from stable_baselines3.common.vec_env import VecEnv
-from torch import nn
 
 from sb3_twm.common.buffers import TWMReplayBuffer
 from sb3_twm.common.checkpoints import (
-    DATASET_FORMAT,
-    DATASET_FORMAT_VERSION,
     CheckpointError,
     capture_rng_state,
     check_rng_state,
@@ -64,9 +55,7 @@ from sb3_twm.common.checkpoints import (
     is_unsaved,
     open_for_reading,
     open_for_writing,
-    read_npz_into,
     restore_rng_state,
-    write_npz,
 )
 from sb3_twm.common.checkpoints.files import ZipReader
 from sb3_twm.common.checkpoints.tensors import (
@@ -76,8 +65,8 @@ from sb3_twm.common.checkpoints.tensors import (
     read_state,
     tensor_bytes,
 )
-from sb3_twm.common.checkpoints.values import SCHEDULE_CLASSES
 from sb3_twm.twm.policies import POLICY_FORMAT, POLICY_FORMAT_VERSION, TWMPolicy
+from sb3_twm.twm.saved_attributes import STATE_ATTRIBUTES, allowed_class, check_attribute, constructor_defaults
 
 if TYPE_CHECKING:
     from sb3_twm.twm.twm import TWM
@@ -87,7 +76,6 @@ CHECKPOINT_FORMAT_VERSION = 1
 DROPPABLE_ATTRIBUTES = frozenset(
     {"_last_obs", "_last_original_obs", "_last_episode_starts", "lr_schedule", "ep_info_buffer", "ep_success_buffer"}
 )
-DATASET_ARRAYS = ("observations", "actions", "rewards", "terminated", "truncated", "visits")
 # The model's state dicts (file names in the zip), besides "critic_target" when the target critic is separate.
 STATE_DICTS = (
     "policy",
@@ -116,7 +104,8 @@ EXCLUDED_ATTRIBUTES = (
 # Saved attributes a model cannot be rebuilt without, besides its constructor's parameters.
 _REQUIRED_ATTRIBUTES = {"policy_class", "observation_space", "action_space", "replay_buffer_class", "train_freq", "n_envs"}
 # Caps of the members read besides the state dicts (whose caps come from the networks they are for).
-MAX_DATA_BYTES = 64 * 2**20
+# The 'data' member holds the attributes: tens of kilobytes, up to a few megabytes for a Box with per-element bounds.
+MAX_DATA_BYTES = 16 * 2**20
 MAX_SYSTEM_INFO_BYTES = 64 * 2**10
 MAX_VARIABLES_BYTES = 2**20
 # What decoding or checking crafted data may raise; each becomes a CheckpointError naming the file and the attribute.
@@ -135,124 +124,6 @@ _DECODING_ERRORS = (
     pickle.UnpicklingError,
     zipfile.BadZipFile,
 )
-
-
-def _is_int(value: Any, low: int = 0) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_episode_buffer(value: Any) -> bool:
-    # SB3's episode statistics: a deque of {"r": return, "l": length, "t": time} (or success flags), or None.
-    if value is None:
-        return True
-    if not isinstance(value, deque) or not (value.maxlen is None or value.maxlen >= 1):
-        return False
-    return all(
-        isinstance(item, bool) or (isinstance(item, dict) and all(_is_number(v) or isinstance(v, bool) for v in item.values()))
-        for item in value
-    )
-
-
-def _is_schedule(value: Any) -> bool:
-    return f"{type(value).__module__}.{type(value).__qualname__}" in SCHEDULE_CLASSES
-
-
-# The training state a checkpoint restores besides the constructor's arguments, each with what it must be: nothing
-# else is ever set from a file.
-STATE_ATTRIBUTES: dict[str, Callable[[Any], bool]] = {
-    "policy_class": lambda value: isinstance(value, type) and issubclass(value, TWMPolicy),
-    "observation_space": lambda value: isinstance(value, spaces.Box),
-    "action_space": lambda value: isinstance(value, spaces.Discrete),
-    "n_envs": lambda value: _is_int(value, 1),
-    **{
-        key: _is_int
-        for key in (
-            "num_timesteps",
-            "_total_timesteps",
-            "_num_timesteps_at_start",
-            "_episode_num",
-            "_n_updates",
-            "_actor_critic_updates",
-            "_skipped_updates",
-            "_untrained_env_steps",
-        )
-    },
-    "_pretrained": lambda value: isinstance(value, bool),
-    "_train_credit": lambda value: _is_number(value) and value >= 0,
-    "_current_progress_remaining": _is_number,
-    "_stats_window_size": lambda value: _is_int(value, 1),
-    "start_time": _is_number,
-    "action_noise": lambda value: value is None,
-    "use_sde": lambda value: value is False,
-    "use_sde_at_warmup": lambda value: isinstance(value, bool),
-    "sde_sample_freq": lambda value: isinstance(value, int) and not isinstance(value, bool),
-    "optimize_memory_usage": lambda value: isinstance(value, bool),
-    "tau": _is_number,
-    "n_steps": lambda value: _is_int(value, 1),
-    "ep_info_buffer": _is_episode_buffer,
-    "ep_success_buffer": _is_episode_buffer,
-    "_checkpoint": lambda value: isinstance(value, dict) and set(value) == {"version", "rng"},
-}
-# Constructor arguments whose default (None, or a number that may also be a schedule) does not tell what they are.
-_ARGUMENT_CHECKS: dict[str, Callable[[Any], bool]] = {
-    "learning_rate": lambda value: (_is_number(value) and value >= 0) or _is_schedule(value),
-    "train_freq": lambda value: _is_int(value, 1) or isinstance(value, (TrainFreq, tuple)),
-    "train_ratio": lambda value: value is None or _is_number(value),
-    "mixed_precision": lambda value: value is None or isinstance(value, bool),
-    "seed": lambda value: value is None or (isinstance(value, int) and not isinstance(value, bool)),
-    "tensorboard_log": lambda value: value is None or isinstance(value, str),
-    "replay_buffer_class": lambda value: value is None or (isinstance(value, type) and issubclass(value, TWMReplayBuffer)),
-    **{
-        key: lambda value: value is None or (isinstance(value, dict) and all(isinstance(k, str) for k in value))
-        for key in (
-            "world_model_kwargs",
-            "observation_optimizer_kwargs",
-            "dynamics_optimizer_kwargs",
-            "actor_optimizer_kwargs",
-            "critic_optimizer_kwargs",
-            "replay_buffer_kwargs",
-            "policy_kwargs",
-        )
-    },
-}
-# Constructor arguments never taken from a file: the caller's (device, env) or not saved as such.
-_NOT_FROM_FILE = frozenset({"self", "policy", "env", "device", "_init_setup_model", "stats_window_size"})
-
-
-def _constructor_defaults(cls: type) -> dict[str, Any]:
-    parameters = inspect.signature(cls.__init__).parameters
-    return {key: parameter.default for key, parameter in parameters.items() if key not in _NOT_FROM_FILE}
-
-
-def _check_attribute(key: str, value: Any, constructor: dict[str, Any]) -> None:
-    # Raises ValueError unless the decoded attribute has the type the model needs (its value ranges are checked by
-    # the hyperparameter checks when the model is built).
-    check = STATE_ATTRIBUTES.get(key) or _ARGUMENT_CHECKS.get(key)
-    if check is None:
-        default = constructor[key]
-        if isinstance(default, bool):
-            check = lambda value: isinstance(value, bool)  # noqa: E731
-        elif isinstance(default, int):
-            check = lambda value: isinstance(value, int) and not isinstance(value, bool)  # noqa: E731
-        elif isinstance(default, float):
-            check = _is_number
-        elif isinstance(default, str):
-            check = lambda value: isinstance(value, str)  # noqa: E731
-        else:
-            return
-    if not check(value):
-        raise ValueError(f"{str(value)[:80]!r} is not a valid value for it")
-
-
-def _allowed_class(cls: type) -> bool:
-    # The only classes a checkpoint may name: TWM's policies and datasets (and subclasses), and torch's activations.
-    if issubclass(cls, (TWMPolicy, TWMReplayBuffer)):
-        return True
-    return issubclass(cls, nn.Module) and cls.__module__ == "torch.nn.modules.activation"
 
 
 # What SB3's BaseAlgorithm._excluded_save_params leaves out of every checkpoint.
@@ -433,7 +304,7 @@ def _decode_saved_data(
     :param supplied: Attributes the caller gives (``custom_objects`` and keyword arguments): not decoded.
     :return: Attribute name -> value.
     """
-    constructor = _constructor_defaults(cls)
+    constructor = constructor_defaults(cls)
     never_saved = {*_SB3_EXCLUDED, *EXCLUDED_ATTRIBUTES, *(n.split(".")[0] for n in STATE_DICTS), *VARIABLES}
     objects: dict[str, Any] = {}
     refused, dropped = [], []
@@ -457,8 +328,8 @@ def _decode_saved_data(
                 f"saved): pass it to TWM.load, e.g. custom_objects={{{key!r}: ...}}."
             )
         try:
-            objects[key] = decode_value(value, allowed_class=_allowed_class)
-            _check_attribute(key, objects[key], constructor)
+            objects[key] = decode_value(value, allowed_class=allowed_class)
+            check_attribute(key, objects[key], constructor)
         except _DECODING_ERRORS as error:
             raise CheckpointError(f"{name}: attribute {key!r}: {type(error).__name__}: {str(error)[:300]}") from None
     if dropped:
@@ -541,140 +412,6 @@ def _restore_checkpoint(model: TWM, name: str) -> None:
         raise CheckpointError(f"{name}: the random-generator states are malformed ({type(error).__name__})") from None
 
 
-# ------------------------------------------------------------------------------------------------------ the dataset
-def dataset_arrays(buffer: TWMReplayBuffer, stored: int) -> dict[str, np.ndarray]:
-    """
-    :param buffer: The dataset.
-    :param stored: Time steps to include.
-    :return: The arrays of a dataset file: views of the first ``stored`` time steps, and the latest next observations.
-    """
-    return {
-        **{name: getattr(buffer, name)[:stored] for name in DATASET_ARRAYS},
-        "latest_next_observations": buffer.latest_next_observations,
-    }
-
-
-def save_dataset(model: TWM, path: str | pathlib.Path | io.BufferedIOBase) -> None:
-    """
-    ``TWM.save_replay_buffer``: the dataset as an ``.npz`` of plain arrays (no pickle), atomically: observations,
-    actions, rewards, terminated and truncated flags and visit counts of the stored steps, the latest next observations,
-    and a JSON ``metadata`` entry (format version, spaces, ``n_envs``, capacity, ring position, ``num_timesteps``). The
-    content is ``.npz`` whatever the name (``CheckpointCallback`` and rl-zoo3 name it ``.pkl``).
-
-    :param model: The model.
-    :param path: File (``.npz`` is appended when it has no suffix) or binary file object.
-    """
-    assert model.replay_buffer is not None, "The replay buffer is not defined"
-    buffer = model.replay_buffer
-    metadata = {
-        "format": DATASET_FORMAT,
-        "version": DATASET_FORMAT_VERSION,
-        "buffer_class": f"{type(buffer).__module__}.{type(buffer).__qualname__}",
-        "buffer_size": buffer.buffer_size,
-        "n_envs": buffer.n_envs,
-        "pos": buffer.pos,
-        "full": buffer.full,
-        "observation_space": encode_value(buffer.observation_space),
-        "action_space": encode_value(buffer.action_space),
-        "temperature": buffer.temperature,
-        "handle_timeout_termination": buffer.handle_timeout_termination,
-        "num_timesteps": model.num_timesteps,
-    }
-    with open_for_writing(path, "npz") as file:
-        write_npz(file, metadata, dataset_arrays(buffer, buffer.size()))
-
-
-def load_dataset(model: TWM, path: str | pathlib.Path | io.BufferedIOBase) -> None:
-    """
-    ``TWM.load_replay_buffer``: read a dataset into a new buffer and check it (format, spaces, ``n_envs``, capacity,
-    array shapes and dtypes, CRCs, action range, finite rewards and visit counts) before it replaces the model's: a
-    truncated, corrupted, foreign or mismatching file raises a ``CheckpointError`` naming the file and leaves the model's
-    dataset as it was. Nothing is unpickled.
-
-    :param model: The model.
-    :param path: The file (``.npz`` is tried when the path has no suffix) or a binary file object.
-    """
-    path = existing_path(path, "npz")
-    name = display_name(path)
-    buffer = model._make_replay_buffer()
-    metadata = read_npz_into(path, functools.partial(_dataset_destinations, buffer))
-    buffer.pos, buffer.full = int(metadata["pos"]), bool(metadata["full"])
-    _check_dataset_content(name, buffer)
-    buffer.device = model.device  # as SB3's load_replay_buffer: the model's device, whatever the buffer resolved
-    saved_at = metadata.get("num_timesteps")
-    if model.num_timesteps > 0 and saved_at != model.num_timesteps:
-        warnings.warn(
-            f"The dataset {name} was saved at step {saved_at}, the model is at step {model.num_timesteps}: "
-            "they are not from the same checkpoint, so training will not continue exactly.",
-            stacklevel=3,
-        )
-    model.replay_buffer = buffer
-
-
-def _dataset_destinations(buffer: TWMReplayBuffer, metadata: dict[str, Any]) -> dict[str, np.ndarray]:
-    # Validate the metadata against the model, then give the arrays to read into.
-    for key in ("n_envs", "buffer_size", "pos"):
-        if not _is_int(metadata.get(key)):
-            raise CheckpointError(f"the metadata's {key}={str(metadata.get(key))[:40]!r} is not a non-negative integer")
-    if not isinstance(metadata.get("full"), bool):
-        raise CheckpointError(f"the metadata's full={str(metadata.get('full'))[:40]!r} is not true or false")
-    if metadata["n_envs"] != buffer.n_envs:
-        raise CheckpointError(
-            f"the dataset was collected with {metadata['n_envs']} envs, the model has {buffer.n_envs}: "
-            "load it into a model with as many envs"
-        )
-    if metadata["buffer_size"] != buffer.buffer_size:
-        raise CheckpointError(
-            f"the dataset holds up to {metadata['buffer_size']} steps per env, the model's buffer_size gives "
-            f"{buffer.buffer_size}: load it into a model with buffer_size={metadata['buffer_size'] * buffer.n_envs}"
-        )
-    observation_space = decode_value(metadata["observation_space"], allowed_class=lambda cls: False)
-    if observation_space != buffer.observation_space:
-        raise CheckpointError(f"the dataset's observations are {observation_space}, the model's {buffer.observation_space}")
-    action_space = decode_value(metadata["action_space"], allowed_class=lambda cls: False)
-    if action_space != buffer.action_space:
-        raise CheckpointError(f"the dataset's actions are {action_space}, the model's {buffer.action_space}")
-    pos, full = metadata["pos"], metadata["full"]
-    if not pos < buffer.buffer_size:
-        raise CheckpointError(f"the ring position pos={pos!r}, full={full!r} is invalid")
-    return dataset_arrays(buffer, buffer.buffer_size if full else pos)
-
-
-def _within_bounds(buffer: TWMReplayBuffer, stored: int) -> bool:
-    # Bounds that the dtype already enforces (uint8 images in [0, 255]) need no pass over the data.
-    space = buffer.observation_space
-    if space.dtype == bool:
-        return True
-    info = np.finfo(space.dtype) if space.dtype.kind == "f" else np.iinfo(space.dtype)
-    if np.all(space.low <= info.min) and np.all(space.high >= info.max):
-        return True
-    return all(
-        np.all((array >= space.low) & (array <= space.high)) or (space.dtype.kind == "f" and not np.isfinite(array).all())
-        for array in (buffer.observations[:stored], buffer.latest_next_observations)
-    )
-
-
-def _check_dataset_content(name: str, buffer: TWMReplayBuffer) -> None:
-    stored = buffer.size()
-    checks = {
-        "actions outside the action space": np.any(
-            (buffer.actions[:stored] < 0) | (buffer.actions[:stored] >= buffer.action_space.n)
-        ),
-        "non-finite rewards": not np.all(np.isfinite(buffer.rewards[:stored])),
-        "negative or non-finite visit counts": not np.all(np.isfinite(buffer.visits[:stored]))
-        or np.any(buffer.visits[:stored] < 0),
-        "flags that are not 0 or 1": any(
-            np.any(getattr(buffer, flag)[:stored].view(np.uint8) > 1) for flag in ("terminated", "truncated")
-        ),
-        "non-finite observations": buffer.observations.dtype.kind == "f"
-        and not all(np.isfinite(array).all() for array in (buffer.observations[:stored], buffer.latest_next_observations)),
-        "observations outside the observation space": not _within_bounds(buffer, stored),
-    }
-    problems = [problem for problem, found in checks.items() if found]
-    if problems:
-        raise CheckpointError(f"{name}: the dataset holds {', '.join(problems)} (corrupted or not TWM's)")
-
-
 # ------------------------------------------------------------------------------------------------------ policy files
 def load_policy(cls: type[TWMPolicy], path: str | pathlib.Path, device: Any = "auto") -> TWMPolicy:
     """See ``TWMPolicy.load``."""
@@ -702,7 +439,7 @@ def load_policy(cls: type[TWMPolicy], path: str | pathlib.Path, device: Any = "a
         if not isinstance(raw, dict):
             raise CheckpointError(f"{name}: the 'data' member is not a JSON object")
         try:
-            data = {key: decode_value(value, allowed_class=_allowed_class) for key, value in raw.items()}
+            data = {key: decode_value(value, allowed_class=allowed_class) for key, value in raw.items()}
             policy_class = data.pop("policy_class", cls)
             if not (isinstance(policy_class, type) and issubclass(policy_class, cls)):
                 raise CheckpointError(f"it holds a {policy_class!r}, not a {cls.__name__}")

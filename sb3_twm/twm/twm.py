@@ -22,7 +22,7 @@ from sb3_twm.common.off_policy_algorithm import ResumableOffPolicyAlgorithm
 from sb3_twm.common.optim import BaseLearningRates
 from sb3_twm.common.progress import TWMProgressBarCallback
 from sb3_twm.common.type_aliases import ImaginedTrajectories, Update, WorldModelOutput, WorldModelUpdate
-from sb3_twm.twm import checkpointing
+from sb3_twm.twm import checkpointing, dataset_files
 from sb3_twm.twm.actor_critic import ActorCritic
 from sb3_twm.twm.hyperparameters import check_hyperparameters, training_steps_per_env_step
 from sb3_twm.twm.policies import CnnPolicy, MlpPolicy, TWMPolicy
@@ -532,11 +532,11 @@ class TWM(ResumableOffPolicyAlgorithm):
 
     def save_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
         """Save the dataset atomically as an ``.npz`` of plain arrays and JSON metadata, whatever the file name."""
-        checkpointing.save_dataset(self, path)
+        dataset_files.save_dataset(self, path)
 
     def load_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase, truncate_last_traj: bool = True) -> None:
         """Load a dataset saved by ``save_replay_buffer``, checked first; ``truncate_last_traj`` is ignored (HER only)."""
-        checkpointing.load_dataset(self, path)
+        dataset_files.load_dataset(self, path)
 
 
 def _make_atari_env_from_id(policy: Any, env: Any, seed: int | None, verbose: int) -> Any:

@@ -24,6 +24,9 @@ DATASET_FORMAT = "sb3-twm-dataset"
 DATASET_FORMAT_VERSION = 1
 _COPY_CHUNK_BYTES = 16 * 2**20
 _MAX_METADATA_BYTES = 2**24
+# Objects and arrays a JSON member may hold: a checkpoint's attributes have a few hundred, plus one per episode of the
+# statistics window (stats_window_size, 100 by default).
+MAX_JSON_CONTAINERS = 100_000
 
 
 def _current_umask() -> int:
@@ -169,8 +172,17 @@ def parse_json(text: bytes, name: str, what: str) -> Any:
     :param text: UTF-8 JSON.
     :param name: The file, for messages.
     :param what: What the JSON is, for messages.
-    :return: The parsed value; anything that is not valid, reasonably nested JSON raises ``CheckpointError``.
+    :return: The parsed value; anything that is not valid, reasonably nested JSON, or that holds more objects and
+        arrays than a checkpoint has, raises ``CheckpointError``.
     """
+    # Each JSON object or array becomes a Python dict or list of 50-200 bytes: a few megabytes of "{}," would take
+    # gigabytes. Counting brackets (those inside strings too) bounds that before anything is parsed.
+    containers = text.count(b"{") + text.count(b"[")
+    if containers > MAX_JSON_CONTAINERS:
+        raise CheckpointError(
+            f"{name}: {what} holds {containers} JSON objects and arrays, more than the {MAX_JSON_CONTAINERS} a checkpoint "
+            "has (corrupted or not TWM's)"
+        )
     try:
         return json.loads(text.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as error:

@@ -97,16 +97,31 @@ def restore_rng_state(
 
 def check_rng_state(state: Any, tensors: dict[str, Any]) -> None:
     """Raise ``CheckpointError`` unless ``state``/``tensors`` have the layout :func:`capture_rng_state` gives."""
-    try:
-        assert isinstance(state, dict)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"the random-generator states are {type(state).__name__}, not an object")
+
+    def check_numpy() -> None:
         assert len(state["numpy"]["key"]) == 624 and 0 <= int(state["numpy"]["pos"]) <= 624
+
+    def check_python() -> None:
         assert len(state["python"]["internal"]) == 625
+
+    def check_torch() -> None:
         torch_state = tensors["torch"]
         assert isinstance(torch_state, th.Tensor) and torch_state.dtype == th.uint8 and torch_state.numel() > 0
-        if "action_space" in state:
-            make_generator(state["action_space"])
-    except (AssertionError, KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"the random-generator states are malformed ({type(error).__name__}: {error})") from None
+
+    checks = {"numpy's": check_numpy, "Python's": check_python, "torch's": check_torch}
+    if "action_space" in state:
+        checks["the action space's"] = lambda: make_generator(state["action_space"])
+    for generator, check in checks.items():
+        try:
+            check()
+        except (AssertionError, KeyError, TypeError, ValueError, IndexError) as error:
+            detail = f" ({type(error).__name__}: {str(error)[:120]})" if str(error) else ""
+            raise CheckpointError(
+                f"the random-generator states are malformed: {generator} state is missing or not a generator "
+                f"state{detail}"
+            ) from None
 
 
 def resume_seed(seed: int, num_timesteps: int) -> int:

@@ -195,8 +195,9 @@ def _decode_box(encoded: dict[str, Any]) -> spaces.Box:
     shape = encoded["shape"]
     if not (isinstance(shape, list) and all(_is_int(size) and size >= 0 for size in shape)):
         raise ValueError(f"the shape {str(shape)[:80]} is not a list of sizes")
+    dtype = _plain_dtype(encoded["dtype"])
     low, high = _decode_array(encoded["low"]), _decode_array(encoded["high"])
-    return spaces.Box(low, high, tuple(shape), _plain_dtype(encoded["dtype"]))
+    return spaces.Box(low, high, tuple(shape), dtype)
 
 
 def _decode_discrete(encoded: dict[str, Any]) -> spaces.Discrete:
@@ -259,8 +260,8 @@ def _plain_dtype(text: str) -> np.dtype:
 
 
 def _decode_array(encoded: dict[str, Any]) -> np.ndarray:
-    if encoded.get(TAG) != "ndarray":
-        raise CheckpointError("expected an encoded array")
+    if not (isinstance(encoded, dict) and encoded.get(TAG) == "ndarray"):
+        raise CheckpointError(f"expected an encoded array, got {str(encoded)[:40]!r}")
     dtype = _plain_dtype(encoded["dtype"])
     shape = encoded["shape"]
     if not (isinstance(shape, list) and all(_is_int(size) and size >= 0 for size in shape)):
