@@ -315,6 +315,27 @@ class TWMReplayBuffer(ReplayBuffer):
         np.add.at(self.visits, (start_phys[starts], env_indices), 1)
         return self._gather(starts, env_indices, int(sequence_length))
 
+    def latest_sequences(self, count: int, sequence_length: int) -> SequenceBatch:
+        """
+        The most recent sequences, for looking at (dreams): the newest window of each env, then the windows before
+        them, ``count`` in all. Draws no random numbers and counts no visits.
+
+        :param count: Number of sequences
+        :param sequence_length: Length ``T`` of each sequence
+        :return: a :class:`SequenceBatch` (observations ``(count, T + 2, ...)``, the rest ``(count, T + 1)``)
+        """
+        n_starts = self._check_sequence_args(count, sequence_length)
+        if n_starts * self.n_envs < count:
+            raise ValueError(
+                f"Not enough data for {count} sequences of length {sequence_length}: {self.size()} steps stored per env"
+            )
+        flat = np.arange(count, dtype=np.int64)
+        starts = n_starts - 1 - (flat // self.n_envs) * int(sequence_length)
+        envs = flat % self.n_envs
+        # Windows before the newest ones overlap them when the dataset is short: go back one step at a time instead.
+        starts = np.where(starts >= 0, starts, n_starts - 1 - flat // self.n_envs)
+        return self._gather(starts, envs, int(sequence_length))
+
     def uniform_sequence_batches(self, sequence_length: int, batch_size: int) -> Iterator[SequenceBatch]:
         """
         Iterate once over non-overlapping sequences of all envs in random order (pretraining).

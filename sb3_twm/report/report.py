@@ -225,7 +225,7 @@ def _markdown(summary: dict[str, Any], rows: list[dict[str, Any]], results: dict
     lines.append(f"| game | {name} mean | std | per run | HNS |" + (f" {PAPER} mean | {PAPER} HNS |" if paper_columns else ""))
     lines.append("|---|---:|---:|---|---:|" + ("---:|---:|" if paper_columns else ""))
     for row in rows:
-        per_run = ", ".join(f"{score:g}" for score in row["per_run"])
+        per_run = ", ".join(f"{score:.10g}" for score in row["per_run"])
         line = f"| {row['game']} | {row['mean']:.1f} | {row['std']:.1f} | {per_run} | {row['hns']:.3f} |"
         lines.append(line + (f" {row['paper_mean']:.1f} | {row['paper_hns']:.3f} |" if paper_columns else ""))
     if figures:

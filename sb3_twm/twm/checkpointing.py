@@ -209,6 +209,11 @@ def load_model(
     try:
         with open_for_reading(path) as file:
             reader = ZipReader(file, name, "TWM checkpoint")
+            if "format" in reader and "world_model.pth" not in reader:
+                raise CheckpointError(
+                    f"{name} is a TWM policy file (policy.save: the encoder and the actor only), not a model saved by "
+                    "TWM.save (it has no world model): load it with TWMPolicy.load"
+                )
             raw = reader.read_json("data", MAX_DATA_BYTES)
             if not isinstance(raw, dict):
                 raise CheckpointError(f"{name}: the 'data' member is not a JSON object")

@@ -72,6 +72,8 @@ def check_hyperparameters(model: "TWM") -> None:
                  "pretrain_dynamics_share", "pretrain_actor_critic_share"):  # fmt: skip
         if getattr(model, name) < 0:
             raise ValueError(f"{name} must be >= 0, got {getattr(model, name)}.")
+    if not (isinstance(model.log_dream_interval, int) and model.log_dream_interval >= 0):
+        raise ValueError(f"log_dream_interval must be an integer >= 0 (0: no dreams), got {model.log_dream_interval!r}.")
     _check_nested_kwargs(model)
     if model.replay_buffer_class is not None and not issubclass(model.replay_buffer_class, TWMReplayBuffer):
         raise ValueError(

@@ -24,10 +24,11 @@ from sb3_twm.common.progress import TWMProgressBarCallback
 from sb3_twm.common.type_aliases import ImaginedTrajectories, Update, WorldModelOutput, WorldModelUpdate
 from sb3_twm.twm import checkpointing, dataset_files
 from sb3_twm.twm.actor_critic import ActorCritic
+from sb3_twm.twm.dreaming import DREAM_CONTEXT, DREAM_SEQUENCES, DREAM_STEPS, dream_from_dataset, log_dream
 from sb3_twm.twm.hyperparameters import check_hyperparameters, training_steps_per_env_step
 from sb3_twm.twm.policies import CnnPolicy, MlpPolicy, TWMPolicy
 from sb3_twm.twm.pretraining import pretrain
-from sb3_twm.world_model import Encoder, WorldModel, imagine, select_starts
+from sb3_twm.world_model import Dream, Encoder, WorldModel, imagine, select_starts
 
 SelfTWM = TypeVar("SelfTWM", bound="TWM")
 
@@ -93,6 +94,10 @@ class TWM(ResumableOffPolicyAlgorithm):
         next (:func:`~sb3_twm.common.cpu_memory.reuse_freed_memory`): no page faults; nothing computed changes.
     :param skip_non_finite_updates: Skip an optimiser step whose gradients are not finite (NaN/inf loss), with a
         ``RuntimeWarning``, counted in ``train/skipped_updates``; costs one device sync per optimiser step.
+    :param log_dream_interval: Every this many training steps, log a dream of the newest sequences through the logger
+        (``dream/frames``: real | reconstruction | world model, 8 real steps then 24 of the dynamics model alone;
+        ``dream/rewards_discounts``; ``dream/features`` for vectors; see :mod:`sb3_twm.twm.dreaming`); 0 (default): never.
+        Nothing of the run changes (random generators and visit counts are left as they were).
     :param world_model_kwargs: Dynamics-model architecture and world-model loss weights: the keyword arguments of
         ``ObservationModel``, ``DynamicsModel`` and ``WorldModel`` (``sb3_twm.world_model.world_model_defaults()``
         lists every key with its default).
@@ -152,6 +157,7 @@ class TWM(ResumableOffPolicyAlgorithm):
         compile_world_model: bool = False,
         reuse_cpu_memory: bool = True,
         skip_non_finite_updates: bool = True,
+        log_dream_interval: int = 0,
         world_model_kwargs: dict[str, Any] | None = None,
         observation_optimizer_kwargs: dict[str, Any] | None = None,
         dynamics_optimizer_kwargs: dict[str, Any] | None = None,
@@ -216,6 +222,7 @@ class TWM(ResumableOffPolicyAlgorithm):
         self.compile_world_model = compile_world_model
         self.reuse_cpu_memory = reuse_cpu_memory
         self.skip_non_finite_updates = skip_non_finite_updates
+        self.log_dream_interval = log_dream_interval
         self.world_model_kwargs = world_model_kwargs or {}
         self.observation_optimizer_kwargs = observation_optimizer_kwargs or {}
         self.dynamics_optimizer_kwargs = dynamics_optimizer_kwargs or {}
@@ -405,6 +412,10 @@ class TWM(ResumableOffPolicyAlgorithm):
         with self.autocast():
             for _ in range(num_steps):
                 self.train_step(batch_size)
+        if self.log_dream_interval and (self._n_updates + num_steps) // self.log_dream_interval > (
+            self._n_updates // self.log_dream_interval
+        ):
+            log_dream(self)
         self._n_updates += num_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/skipped_updates", self._skipped_updates)
@@ -458,6 +469,17 @@ class TWM(ResumableOffPolicyAlgorithm):
             self.discount_threshold,
             restart,
         )
+
+    def dream(self, sequences: int = DREAM_SEQUENCES, steps: int = DREAM_STEPS, context: int = DREAM_CONTEXT) -> Dream:
+        """
+        What the world model makes of the newest sequences of the dataset (changes nothing of the run).
+
+        :param sequences: How many sequences.
+        :param steps: Steps per sequence.
+        :param context: Real steps given to the dynamics model before it goes on alone.
+        :return: Real, reconstructed and world-model observations, predicted and real rewards and discounts.
+        """
+        return dream_from_dataset(self, sequences, steps, context)
 
     def _count_actor_critic_update(self) -> None:
         self._actor_critic_updates += 1

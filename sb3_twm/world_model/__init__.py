@@ -1,6 +1,7 @@
 """TWM's world model: observation model (encoder/decoder), Transformer-XL dynamics model, losses and imagination."""
 
 from sb3_twm.common.type_aliases import ImaginationStart, ImaginedTrajectories, WorldModelBatch, WorldModelOutput
+from sb3_twm.world_model.dreams import Dream, dream
 from sb3_twm.world_model.dynamics_model import DynamicsMemory, DynamicsModel, DynamicsPrediction
 from sb3_twm.world_model.imagination import imagine, select_starts
 from sb3_twm.world_model.observation_model import (
@@ -21,6 +22,7 @@ __all__ = [
     "CnnDecoder",
     "CnnEncoder",
     "Decoder",
+    "Dream",
     "DynamicsMemory",
     "DynamicsModel",
     "DynamicsPrediction",
@@ -34,6 +36,7 @@ __all__ = [
     "WorldModel",
     "WorldModelBatch",
     "WorldModelOutput",
+    "dream",
     "imagine",
     "make_decoder",
     "make_encoder",
