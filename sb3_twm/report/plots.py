@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from sb3_twm.report.report import AGGREGATES, PAPER, Aggregates
+from sb3_twm.report.report import AGGREGATES, PAPER, Aggregates, seeded_numpy
 
 __all__ = ["write_plots"]
 
@@ -17,6 +17,7 @@ def write_plots(
     games: list[str],
     rows: list[dict[str, Any]],
     name: str,
+    seed: int = 0,
 ) -> list[str]:
     """
     :param out: The report folder.
@@ -25,6 +26,7 @@ def write_plots(
     :param games: The games (columns of ``normalized``).
     :param rows: The per-game rows of the report.
     :param name: The evaluated algorithm.
+    :param seed: Seed of the performance profile's bootstrap.
     :return: The files written (names in ``out``).
     """
     import matplotlib
@@ -50,7 +52,8 @@ def write_plots(
     written.append(_save(figure, out / "aggregates.png"))
 
     taus = np.linspace(0.0, 3.0, 61)
-    profiles, profile_intervals = library.create_performance_profile(normalized, taus, reps=2000)
+    with seeded_numpy(seed):
+        profiles, profile_intervals = library.create_performance_profile(normalized, taus, reps=2000)
     figure, axis = plt.subplots(figsize=(7, 4.5))
     plot_utils.plot_performance_profiles(
         profiles, taus, performance_profile_cis=profile_intervals, colors=colors, ax=axis,

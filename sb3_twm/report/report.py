@@ -7,7 +7,8 @@ Statistical Precipice", NeurIPS 2021), the standard plots, and TWM's published s
 import csv
 import json
 import pathlib
-import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 from sb3_twm.report.results import ReportError, Run, score_matrix
 from sb3_twm.report.scores import ATARI_100K_GAMES, human_normalized, published_scores
 
-__all__ = ["AGGREGATES", "PAPER", "Aggregates", "aggregates", "write_report"]
+__all__ = ["AGGREGATES", "PAPER", "Aggregates", "aggregates", "seeded_numpy", "write_report"]
 
 # rliable's aggregate metrics, in the order of its plots.
 AGGREGATES = ("Mean", "Median", "IQM", "Optimality Gap")
@@ -61,6 +62,22 @@ class Aggregates:
         return {**values, "runs": self.runs, "games": list(self.games)}
 
 
+@contextmanager
+def seeded_numpy(seed: int) -> Iterator[None]:
+    """
+    numpy's global generator seeded with ``seed`` inside, as it was outside: rliable's stratified bootstrap draws its
+    resamples from it (``StratifiedBootstrap.update_indices``), whatever ``random_state`` it is given.
+
+    :param seed: The seed.
+    """
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def aggregates(
     normalized: dict[str, np.ndarray], games: list[str], reps: int = 50_000, seed: int = 0
 ) -> dict[str, Aggregates]:
@@ -85,12 +102,8 @@ def aggregates(
             ]
         )
 
-    with warnings.catch_warnings():
-        # arch (rliable's bootstrap) deprecates the RandomState rliable hands it; the draws are the same.
-        warnings.filterwarnings("ignore", category=FutureWarning, module="arch")
-        points, intervals = library.get_interval_estimates(
-            normalized, all_metrics, reps=reps, random_state=np.random.RandomState(seed)
-        )
+    with seeded_numpy(seed):
+        points, intervals = library.get_interval_estimates(normalized, all_metrics, reps=reps)
     return {
         name: Aggregates(
             tuple(float(value) for value in points[name]),
@@ -168,7 +181,7 @@ def write_report(
     if plots:
         from sb3_twm.report import plots as plotting
 
-        figures = plotting.write_plots(out, normalized, results, games, rows, name)
+        figures = plotting.write_plots(out, normalized, results, games, rows, name, seed)
     (out / "summary.md").write_text(_markdown(summary, rows, results, figures), encoding="utf-8")
     return summary
 
