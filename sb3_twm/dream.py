@@ -20,6 +20,8 @@ import sys
 from typing import Any
 
 from sb3_twm.common.dream_pictures import VIDEO_SUFFIXES
+from sb3_twm.zoo.runs import add_model_arguments
+from sb3_twm.zoo.runs import model_path as find_model
 
 __all__ = ["main", "make_env"]
 
@@ -39,20 +41,6 @@ def make_env(env_id: str, seed: int) -> Any:
     return make_vec_env(env_id, n_envs=1, seed=seed)
 
 
-def _model_path(args: argparse.Namespace, parser: argparse.ArgumentParser) -> pathlib.Path:
-    if args.model is not None:
-        return pathlib.Path(args.model)
-    from huggingface_sb3 import EnvironmentName
-    from rl_zoo3.utils import get_model_path
-
-    try:
-        _, model_path, _ = get_model_path(args.exp_id, str(args.folder), args.algo, EnvironmentName(args.env),
-                                          load_best=args.load_best)  # fmt: skip
-    except (AssertionError, ValueError) as error:
-        parser.error(f"no trained model found: {error}")
-    return pathlib.Path(model_path)
-
-
 def main(argv: list[str] | None = None) -> int:
     """
     The command line (see the module docstring).
@@ -63,12 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sb3_twm.dream", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--env", required=True, help="the env id the model was trained on")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--model", help="a model saved by TWM.save (.zip)")
-    where.add_argument("--folder", "-f", type=pathlib.Path, default=pathlib.Path("logs"), help="zoo log folder")
-    parser.add_argument("--algo", default="twm", help="zoo algorithm folder")
-    parser.add_argument("--exp-id", type=int, default=0, help="zoo experiment id (0: the latest)")
-    parser.add_argument("--load-best", action="store_true", help="the zoo run's best_model.zip")
+    add_model_arguments(parser)
     parser.add_argument("--steps", type=int, default=64, help="steps shown")
     parser.add_argument("--context", type=int, default=16, help="real steps given before the world model goes on alone")
     parser.add_argument("--out", "-o", type=pathlib.Path, default=pathlib.Path("dream.mp4"),
@@ -82,9 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--out {args.out}: unknown extension {args.out.suffix!r}; use {', '.join(VIDEO_SUFFIXES)}")
     if not 1 <= args.context <= args.steps:
         parser.error(f"--context must be between 1 and --steps ({args.steps}), got {args.context}")
-    model_path = _model_path(args, parser)
-    if not model_path.is_file():
-        parser.error(f"{model_path} is not a file")
+    model_path, _ = find_model(args, parser)
 
     from stable_baselines3.common.utils import set_random_seed
 
@@ -113,19 +94,25 @@ def main(argv: list[str] | None = None) -> int:
         if bar is not None:
             bar.close()
         env.close()
-    from PIL import Image
-
-    signals = args.out.with_name(f"{args.out.stem}_signals.png")
-    Image.fromarray(dream_pictures.signal_plot(result, sequences=1)).save(signals)
-    if dream_pictures.is_image_dream(result):
-        frames = dream_pictures.side_by_side_frames(result)
-        dream_pictures.write_frames(frames, args.out, fps=args.fps)
-        shape = f"{len(frames)} frames of {frames.shape[2]}x{frames.shape[1]}"
-    else:
-        Image.fromarray(dream_pictures.feature_plot(result)).save(args.out)
-        shape = "a feature plot"
+    shape, signals = _write(result, args.out, args.fps)
     print(f"Dream of {model_path} ({model.num_timesteps} env steps): {shape} -> {args.out}; rewards, discounts -> {signals}")
     return 0
+
+
+def _write(result: Any, out: pathlib.Path, fps: int) -> tuple[str, pathlib.Path]:
+    # The dream's pictures: frames (or the feature plot) at ``out``, the reward/discount plot next to it.
+    from PIL import Image
+
+    from sb3_twm.common import dream_pictures
+
+    signals = out.with_name(f"{out.stem}_signals.png")
+    Image.fromarray(dream_pictures.signal_plot(result, sequences=1)).save(signals)
+    if not dream_pictures.is_image_dream(result):
+        Image.fromarray(dream_pictures.feature_plot(result)).save(out)
+        return "a feature plot", signals
+    frames = dream_pictures.side_by_side_frames(result)
+    dream_pictures.write_frames(frames, out, fps=fps)
+    return f"{len(frames)} frames of {frames.shape[2]}x{frames.shape[1]}", signals
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ import sys
 import time
 from typing import Any
 
+from sb3_twm.zoo.runs import add_model_arguments
+from sb3_twm.zoo.runs import model_path as find_model
+
 __all__ = ["EVALUATION_FORMAT", "PROTOCOL", "evaluate_model", "evaluation_env", "main"]
 
 EVALUATION_FORMAT = "sb3-twm-evaluation"
@@ -122,22 +125,6 @@ def _progress(total: int) -> Any:
     return tqdm(total=total, unit="game", desc="evaluation")
 
 
-def _model_path(args: argparse.Namespace) -> tuple[pathlib.Path, str]:
-    # The model file, and the run's name for the result file.
-    if args.model is not None:
-        return pathlib.Path(args.model), pathlib.Path(args.model).stem
-    from huggingface_sb3 import EnvironmentName
-    from rl_zoo3.utils import get_model_path
-
-    try:
-        _, model_path, log_path = get_model_path(
-            args.exp_id, str(args.folder), args.algo, EnvironmentName(args.env), load_best=args.load_best
-        )
-    except (AssertionError, ValueError) as error:
-        raise SystemExit(f"sb3_twm.evaluate: no trained model found: {error}") from None
-    return pathlib.Path(model_path), pathlib.Path(log_path).name
-
-
 def main(argv: list[str] | None = None) -> int:
     """
     The command line (see the module docstring).
@@ -148,12 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sb3_twm.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--env", required=True, help="ALE game id, e.g. PongNoFrameskip-v4")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--folder", "-f", type=pathlib.Path, default=pathlib.Path("logs"), help="zoo log folder")
-    where.add_argument("--model", help="a saved model (.zip) instead of a zoo run")
-    parser.add_argument("--algo", default="twm", help="zoo algorithm folder")
-    parser.add_argument("--exp-id", type=int, default=0, help="zoo experiment id (0: the latest)")
-    parser.add_argument("--load-best", action="store_true", help="the zoo run's best_model.zip instead of the final one")
+    add_model_arguments(parser)
     parser.add_argument("--episodes", "-n", type=int, default=100, help="full games to play")
     parser.add_argument("--n-envs", type=int, default=1, help="envs played in parallel")
     parser.add_argument("--seed", type=int, default=0, help="seed of the evaluation envs and actions")
@@ -171,10 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         game = game_name(args.env)
     except ValueError as error:
         parser.error(str(error))
-    model_path, run = _model_path(args)
+    model_path, run = find_model(args, parser)
     run = args.run_name or run
-    if not model_path.is_file():
-        parser.error(f"{model_path} is not a file")
     path = args.out / f"{game}_{run}.json"
     if path.exists() and not args.force:
         parser.error(f"{path} exists: give this run its own --run-name (e.g. its seed), or --force to replace it")

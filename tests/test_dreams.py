@@ -48,10 +48,33 @@ def state(model: TWM) -> dict[str, th.Tensor]:
     return tensors
 
 
-def test_dreams_are_logged_as_pictures_and_change_nothing_of_the_run():
+@pytest.fixture(scope="module")
+def pong(tmp_path_factory):
+    """A Pong run that dreams every 10 training steps and the same run without dreams (saved), once for the module."""
     pictures = Pictures()
     dreaming = trained("CnnPolicy", make_twm_atari_env("PongNoFrameskip-v4", seed=0), 10, pictures)
     plain = trained("CnnPolicy", make_twm_atari_env("PongNoFrameskip-v4", seed=0), 0)
+    path = tmp_path_factory.mktemp("dream") / "pong.zip"
+    plain.save(path)
+    return pictures, dreaming, plain, path
+
+
+@pytest.fixture(scope="module")
+def cartpole(tmp_path_factory):
+    pictures = Pictures()
+    model = trained("MlpPolicy", "CartPole-v1", 10, pictures)
+    path = tmp_path_factory.mktemp("dream") / "cartpole.zip"
+    model.save(path)
+    return pictures, path
+
+
+@pytest.fixture(scope="module")
+def pong_model(pong):
+    return pong[3]
+
+
+def test_dreams_are_logged_as_pictures_and_change_nothing_of_the_run(pong):
+    pictures, dreaming, plain, _ = pong
     # 25 training steps: a dream at the 10th and the 20th, written at their env step.
     assert [(key, step) for step, key, _ in pictures.written] == [
         ("dream/frames", 240), ("dream/rewards_discounts", 240), ("dream/frames", 280), ("dream/rewards_discounts", 280)
@@ -65,8 +88,8 @@ def test_dreams_are_logged_as_pictures_and_change_nothing_of_the_run():
     assert [key for key in plain_state if not th.equal(dreaming_state[key], plain_state[key])] == []
 
 
-def test_a_dream_shows_real_steps_then_the_open_loop():
-    model = trained("CnnPolicy", make_twm_atari_env("PongNoFrameskip-v4", seed=0), 0, steps=260)
+def test_a_dream_shows_real_steps_then_the_open_loop(pong):
+    model = pong[2]
     result = model.dream(sequences=2, steps=12, context=5)
     assert result.real.shape == result.reconstructed.shape == result.imagined.shape == (2, 12, 4, 64, 64)
     assert result.predicted_rewards.shape == result.real_discounts.shape == result.actions.shape == (2, 12)
@@ -80,20 +103,12 @@ def test_a_dream_shows_real_steps_then_the_open_loop():
         model.dream(steps=4, context=5)
 
 
-def test_vector_dreams_are_feature_plots():
-    pictures = Pictures()
-    trained("MlpPolicy", "CartPole-v1", 10, pictures)
+def test_vector_dreams_are_feature_plots(cartpole):
+    pictures, _ = cartpole
     keys = sorted({key for _, key, _ in pictures.written})
     assert keys == ["dream/features", "dream/rewards_discounts"]
     features = next(value for _, key, value in pictures.written if key == "dream/features")
     assert features.image.ndim == 3 and features.image.shape[2] == 3 and features.image.std() > 0
-
-
-@pytest.fixture(scope="module")
-def pong_model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("dream") / "pong.zip"
-    trained("CnnPolicy", make_twm_atari_env("PongNoFrameskip-v4", seed=0), 0, steps=260).save(path)
-    return path
 
 
 @pytest.mark.parametrize("suffix", [".gif", ".mp4", ".png"])
@@ -137,9 +152,13 @@ def test_the_command_says_what_is_wrong(pong_model, tmp_path, capsys):
     TWM.load(pong_model).policy.save(policy_file)
     message = refused("--model", str(policy_file), "--env", "PongNoFrameskip-v4", "--out", str(tmp_path / "d.png"))
     assert "policy file" in message and "TWMPolicy.load" in message
-    cartpole = tmp_path / "cartpole.zip"
-    trained("MlpPolicy", "CartPole-v1", 0, steps=210).save(cartpole)
-    assert "write a .png" in refused("--model", str(cartpole), "--env", "CartPole-v1", "--out", str(tmp_path / "d.mp4"))
-    assert dream_main(["--model", str(cartpole), "--env", "CartPole-v1", "--steps", "10", "--context", "3",
+
+
+def test_vector_dreams_from_the_command_are_plots(cartpole, tmp_path, capsys):
+    path = str(cartpole[1])
+    with pytest.raises(SystemExit):
+        dream_main(["--model", path, "--env", "CartPole-v1", "--out", str(tmp_path / "d.mp4"), "--no-progress-bar"])
+    assert "write a .png" in capsys.readouterr().err
+    assert dream_main(["--model", path, "--env", "CartPole-v1", "--steps", "10", "--context", "3",
                        "--out", str(tmp_path / "cartpole.png"), "--no-progress-bar"]) == 0  # fmt: skip
     assert (tmp_path / "cartpole.png").stat().st_size > 1000
