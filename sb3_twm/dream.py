@@ -14,13 +14,12 @@ Examples::
     python -m sb3_twm.dream --model twm_cartpole.zip --env CartPole-v1 --out dream.png
 """
 
-import argparse
 import pathlib
 import sys
 from typing import Any
 
 from sb3_twm.common.dream_pictures import VIDEO_SUFFIXES
-from sb3_twm.zoo.runs import add_model_arguments
+from sb3_twm.zoo.runs import model_parser
 from sb3_twm.zoo.runs import model_path as find_model
 
 __all__ = ["main", "make_env"]
@@ -48,10 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     :param argv: The arguments (default: ``sys.argv[1:]``).
     :return: The exit status.
     """
-    parser = argparse.ArgumentParser(prog="python -m sb3_twm.dream", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("--env", required=True, help="the env id the model was trained on")
-    add_model_arguments(parser)
+    parser = model_parser("python -m sb3_twm.dream", __doc__, "the env id the model was trained on")
     parser.add_argument("--steps", type=int, default=64, help="steps shown")
     parser.add_argument("--context", type=int, default=16, help="real steps given before the world model goes on alone")
     parser.add_argument("--out", "-o", type=pathlib.Path, default=pathlib.Path("dream.mp4"),

@@ -12,14 +12,13 @@ Examples::
     python -m sb3_twm.evaluate --model twm_pong.zip --env PongNoFrameskip-v4 --episodes 10 --out results/
 """
 
-import argparse
 import json
 import pathlib
 import sys
 import time
 from typing import Any
 
-from sb3_twm.zoo.runs import add_model_arguments
+from sb3_twm.zoo.runs import model_parser
 from sb3_twm.zoo.runs import model_path as find_model
 
 __all__ = ["EVALUATION_FORMAT", "PROTOCOL", "evaluate_model", "evaluation_env", "main"]
@@ -47,7 +46,8 @@ def evaluation_env(env_id: str, n_envs: int = 1, seed: int = 0) -> Any:
     """
     from sb3_twm.common.atari import make_twm_atari_env
 
-    env_kwargs = {"max_num_frames_per_episode": PROTOCOL["max_frames_per_game"], "repeat_action_probability": 0.0}
+    # No sticky actions: make_twm_atari_env's default. The frame cap is ALE's default too, stated here as the protocol's.
+    env_kwargs = {"max_num_frames_per_episode": PROTOCOL["max_frames_per_game"]}
     return make_twm_atari_env(env_id, n_envs=n_envs, seed=seed, evaluation=True, env_kwargs=env_kwargs)
 
 
@@ -132,10 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     :param argv: The arguments (default: ``sys.argv[1:]``).
     :return: The exit status.
     """
-    parser = argparse.ArgumentParser(prog="python -m sb3_twm.evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("--env", required=True, help="ALE game id, e.g. PongNoFrameskip-v4")
-    add_model_arguments(parser)
+    parser = model_parser("python -m sb3_twm.evaluate", __doc__, "ALE game id, e.g. PongNoFrameskip-v4")
     parser.add_argument("--episodes", "-n", type=int, default=100, help="full games to play")
     parser.add_argument("--n-envs", type=int, default=1, help="envs played in parallel")
     parser.add_argument("--seed", type=int, default=0, help="seed of the evaluation envs and actions")

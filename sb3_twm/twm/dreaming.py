@@ -83,22 +83,13 @@ def dream_from_env(model: TWM, env: VecEnv, steps: int, context: int, progress: 
     Play one fresh episode stretch in ``env`` with the model's actor (sampled actions, as TWM acts), then dream it.
 
     :param model: The model.
-    :param env: A VecEnv like the model's training env (its first env is played).
-    :param steps: Steps shown (``steps + 2`` are played: the step in front and the last next observation).
+    :param env: The model's env (``model.get_env()``, its first env is shown).
+    :param steps: Steps shown (``steps + 1`` are played: the step in front, and the last one's next observation).
     :param context: Real steps before the open loop.
     :param progress: Called once per env step played (e.g. a progress bar's ``update``).
     :return: The dream.
     """
-    buffer = model.replay_buffer_class(
-        steps + 2,
-        model.observation_space,
-        model.action_space,
-        device=model.device,
-        n_envs=env.num_envs,
-        temperature=model.buffer_temperature,
-        reward_transform=model.reward_transform,
-        normalize_images=model.policy_kwargs.get("normalize_images", True),
-    )
+    buffer = model._make_replay_buffer(buffer_size=steps + 2)
     observations = env.reset()
     for _ in range(steps + 1):
         actions, _ = model.predict(observations, deterministic=False)

@@ -283,13 +283,14 @@ class TWM(ResumableOffPolicyAlgorithm):
         self._torch_rng_state = th.empty(0, dtype=th.uint8, device=self.device)
         self._cuda_rng_states = th.empty(0, dtype=th.uint8, device=self.device)
 
-    def _make_replay_buffer(self) -> TWMReplayBuffer:
-        # TWM's own settings of the dataset (sampling temperature, reward transform, image scaling), then the user's.
+    def _make_replay_buffer(self, buffer_size: int | None = None) -> TWMReplayBuffer:
+        # TWM's own settings of the dataset (sampling temperature, reward transform, image scaling), then the user's;
+        # a smaller buffer_size for a short stretch of play (dreams).
         normalize_images = self.policy_kwargs.get("normalize_images", True)
         kwargs = {"temperature": self.buffer_temperature, "reward_transform": self.reward_transform}
         kwargs = {**kwargs, "normalize_images": normalize_images, **self.replay_buffer_kwargs}
         return self.replay_buffer_class(
-            self.buffer_size,
+            self.buffer_size if buffer_size is None else buffer_size,
             self.observation_space,
             self.action_space,
             device=self.device,

@@ -72,13 +72,14 @@ def dream(
         memory = dynamics_model.start_memory(z_real[:, 0], batch.actions[:, 0])
         previous_rewards, previous_dones = batch.rewards[:, 0], dones[:, 0]
         z = z_real[:, 1]
-        shown, actions, rewards, discounts = [], [], [], []
+        open_loop_z, actions, rewards, discounts = [], [], [], []
         for step in range(1, steps + 1):
             action = batch.actions[:, step] if step <= context else policy(z)
             prediction, memory = dynamics_model.step(memory, previous_rewards, previous_dones, z, action)
             reward = prediction.reward[:, 0].float()
             discount = prediction.discount_logits[:, 0].float().sigmoid()
-            shown.append(z)
+            if step > context:
+                open_loop_z.append(z)
             actions.append(action)
             rewards.append(reward)
             discounts.append(discount)
@@ -88,11 +89,14 @@ def dream(
                 # The open loop: the model's own next latent, reward and episode end are what it sees next.
                 next_z = sample_one_hot(prediction.z_logits[:, 0].float(), temperature=1.0, straight_through=False)
                 z, previous_rewards, previous_dones = next_z.flatten(-2), reward, discount < 0.5
-        imagined_z = th.stack(shown, dim=1).to(z_real.dtype)
+        reconstructed = decoder(z_real[:, 1:]).float()
+        # The given steps are the real latents: their frames are the reconstructions, only the open loop is decoded.
+        open_loop = decoder(th.stack(open_loop_z, dim=1).to(z_real.dtype)).float() if open_loop_z else None
+        imagined = reconstructed if open_loop is None else th.cat([reconstructed[:, :context], open_loop], dim=1)
         return Dream(
             real=real,
-            reconstructed=decoder(z_real[:, 1:]).float(),
-            imagined=decoder(imagined_z).float(),
+            reconstructed=reconstructed,
+            imagined=imagined,
             real_rewards=batch.rewards[:, 1:].float(),
             predicted_rewards=th.stack(rewards, dim=1),
             real_discounts=discount_factor * (~batch.terminated[:, 1:]).float(),

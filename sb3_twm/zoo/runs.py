@@ -6,7 +6,20 @@ Where a trained model is, for the command-line tools (``sb3_twm.evaluate``, ``sb
 import argparse
 import pathlib
 
-__all__ = ["add_model_arguments", "model_path"]
+__all__ = ["add_model_arguments", "model_parser", "model_path"]
+
+
+def model_parser(prog: str, description: str, env_help: str) -> argparse.ArgumentParser:
+    """
+    :param prog: The tool's command (``python -m sb3_twm.<tool>``).
+    :param description: Its help text (the module docstring, shown as written).
+    :param env_help: The help of its ``--env``.
+    :return: A parser with ``--env`` and the arguments of :func:`add_model_arguments`, for the tool to extend.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", required=True, help=env_help)
+    add_model_arguments(parser)
+    return parser
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
