@@ -357,8 +357,8 @@ def test_invalid_arguments():
     for temperature in (0.0, -1.0, float("inf")):
         with pytest.raises(ValueError, match="temperature"):
             TWMReplayBuffer(10, OBS_SPACE, ACT_SPACE, temperature=temperature)
-    with pytest.raises(ValueError, match="Discrete"):
-        TWMReplayBuffer(10, OBS_SPACE, spaces.Box(-1, 1, (2,), np.float32))
+    with pytest.raises(ValueError, match="Discrete and spaces\\.Box"):
+        TWMReplayBuffer(10, OBS_SPACE, spaces.MultiDiscrete([2, 2]))
 
     buf = make_buffer(10)
     with pytest.raises(ValueError, match="empty"):
@@ -397,3 +397,21 @@ def test_works_in_sb3_off_policy_loop():
     assert buf.terminated.any()  # CartPole episodes terminate within 200 random-ish steps
     batch = buf.sample_sequences(4, 8)
     assert batch.observations.shape == (4, 10, 4)
+
+
+def test_reward_scale_multiplies_training_rewards_before_the_transform():
+    rewards = []
+    for scale in (1.0, 0.1):
+        buf = make_buffer(30, reward_transform="tanh", reward_scale=scale)
+        for t in range(30):
+            obs = np.full((1, *OBS_SPACE.shape), t, dtype=np.uint8)
+            buf.add(obs, obs, np.array([0]), np.array([-8.0 + t * 0.5]), np.array([False]), [{}])
+        sequences = buf._gather(np.array([3]), np.array([0]), 8)
+        rewards.append(buf.to_world_model_batch(sequences).rewards)
+        np.testing.assert_array_equal(buf.rewards[:30, 0], -8.0 + np.arange(30) * 0.5)  # stored raw
+    raw = th.as_tensor(sequences.rewards[0])
+    assert th.equal(rewards[0][0], th.tanh(raw))
+    assert th.allclose(rewards[1][0], th.tanh(raw * 0.1)) and not th.allclose(rewards[0][0], rewards[1][0])
+    for scale in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="reward_scale"):
+            make_buffer(10, reward_scale=scale)

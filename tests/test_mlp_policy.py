@@ -17,14 +17,8 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize, sync_envs_normalization
 
 from sb3_twm import TWM, MlpPolicy
-from sb3_twm.benchmark.learn_cartpole import (
-    CARTPOLE_HYPERPARAMS,
-    make_eval_env,
-    make_model,
-    merge_hyperparams,
-    run_seed,
-    zoo_yaml,
-)
+from sb3_twm.benchmark.learn_cartpole import CARTPOLE_HYPERPARAMS
+from sb3_twm.benchmark.learning import make_eval_env, make_model, merge_hyperparams, run_seed, zoo_yaml
 from sb3_twm.world_model.losses import HALF_LOG_TWO_PI
 from sb3_twm.world_model.observation_model import MlpDecoder, MlpEncoder
 
@@ -90,11 +84,11 @@ def test_mlp_policy_builds_and_predicts_for_box_spaces(shape):
     assert decoder(z).shape == (1, *shape)
 
 
-def test_mlp_policy_rejects_non_box_and_continuous_actions():
+def test_mlp_policy_rejects_non_box_observations_and_unbounded_actions():
     with pytest.raises(ValueError, match="Box observation spaces"):
         MlpPolicy(spaces.Discrete(4), spaces.Discrete(2), lambda _: 1e-3)
-    with pytest.raises(ValueError, match="Discrete action spaces"):
-        MlpPolicy(spaces.Box(-1, 1, (4,)), spaces.Box(-1, 1, (2,)), lambda _: 1e-3)
+    with pytest.raises(ValueError, match="finite bounds"):
+        MlpPolicy(spaces.Box(-1, 1, (4,)), spaces.Box(-np.inf, np.inf, (2,)), lambda _: 1e-3)
 
 
 def test_mlp_world_model_decoder_reconstructs_vectors(tiny_kwargs):
@@ -192,13 +186,13 @@ def test_train_ratio_sets_training_steps_per_env_step(train_ratio, tiny_kwargs):
 
 
 def test_cartpole_hyperparameters_build_and_match_the_yaml():
-    model = make_model("CartPole-v1", seed=0)
+    model = make_model("CartPole-v1", 0, CARTPOLE_HYPERPARAMS)
     assert isinstance(model.policy, MlpPolicy)
     assert model.steps_per_env_step == CARTPOLE_HYPERPARAMS["train_ratio"]
     assert model.world_model.dynamics_model.memory_length == CARTPOLE_HYPERPARAMS["world_model_kwargs"]["memory_length"]
     # The zoo snippet round-trips: YAML, then the zoo's eval of the policy_kwargs string.
     yaml = pytest.importorskip("yaml")
-    entry = yaml.safe_load(zoo_yaml())["CartPole-v1"]
+    entry = yaml.safe_load(zoo_yaml(CARTPOLE_HYPERPARAMS, "CartPole-v1"))["CartPole-v1"]
     entry["policy_kwargs"] = eval(entry["policy_kwargs"])  # what rl-zoo3 does with it
     assert entry == CARTPOLE_HYPERPARAMS
     assert merge_hyperparams(CARTPOLE_HYPERPARAMS, {"world_model_kwargs": {"num_layers": 1}})["world_model_kwargs"] == {
@@ -209,7 +203,7 @@ def test_cartpole_hyperparameters_build_and_match_the_yaml():
 
 def test_learning_check_rejects_an_unknown_criterion():
     with pytest.raises(ValueError, match="criterion must be 'deterministic' or 'sampled'"):
-        run_seed(0, timesteps=10, eval_freq=5, criterion="best")
+        run_seed(0, 10, 5, "CartPole-v1", CARTPOLE_HYPERPARAMS, 400.0, criterion="best")
 
 
 # The short learning check: the tuned CartPole settings (observations normalised by VecNormalize) for SMOKE_STEPS env
@@ -232,7 +226,7 @@ def test_cartpole_return_rises_above_random():
     )
     model = make_model("CartPole-v1", SMOKE_SEED, hyperparams, device="cpu")
     model.learn(SMOKE_STEPS)
-    eval_env = make_eval_env(SMOKE_SEED + 10_000, hyperparams)
+    eval_env = make_eval_env("CartPole-v1", SMOKE_SEED + 10_000, hyperparams)
     sync_envs_normalization(model.get_env(), eval_env)  # the training env's observation statistics
     returns, _ = evaluate_policy(model, eval_env, n_eval_episodes=10, deterministic=True, return_episode_rewards=True)
     eval_env.close()

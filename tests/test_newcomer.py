@@ -141,7 +141,7 @@ def test_the_benchmark_command_list_comes_without_importing_torch():
     assert result.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("command", ["wm-update", "imagine", "step", "collect", "memory", "learn-cartpole"])
+@pytest.mark.parametrize("command", ["wm-update", "imagine", "step", "collect", "memory", "learn-cartpole", "learn-pendulum"])
 def test_benchmark_help_shows_each_default_once(command, capsys):
     from sb3_twm.benchmark.__main__ import main
 

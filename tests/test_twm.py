@@ -268,8 +268,8 @@ def test_other_image_shapes(shape, tiny_kwargs):
 @pytest.mark.parametrize(
     "env, kwargs, message",
     [
-        (ImageEnv((64, 64, 4), spaces.Box(-1, 1, (2,))), {}, "Discrete action spaces"),
-        (ImageEnv((64, 64, 4), spaces.MultiDiscrete([2, 3])), {}, "Discrete action spaces"),
+        (ImageEnv((64, 64, 4), spaces.Box(-np.inf, np.inf, (2,))), {}, "finite bounds on Box actions"),
+        (ImageEnv((64, 64, 4), spaces.MultiDiscrete([2, 3])), {}, "Discrete and Box action spaces"),
         (ImageEnv((32, 32, 4)), {}, "at least 46x46"),
         ("CartPole-v1", {}, "CnnPolicy needs uint8 image observations"),
         (ImageEnv((64, 64, 4)), {"batch_size": 0}, "batch_size must be a positive integer"),
@@ -277,6 +277,7 @@ def test_other_image_shapes(shape, tiny_kwargs):
         (ImageEnv((64, 64, 4)), {"imagination_batch_size": 10_000}, "imagination_batch_size"),
         (ImageEnv((64, 64, 4)), {"gamma": 1.5}, "gamma must be in"),
         (ImageEnv((64, 64, 4)), {"reward_transform": "log"}, "reward_transform must be one of"),
+        (ImageEnv((64, 64, 4)), {"reward_scale": 0.0}, "reward_scale must be a finite number > 0"),
         (ImageEnv((64, 64, 4)), {"world_model_kwargs": {"layers": 3}}, "Unknown world_model_kwargs"),
         (ImageEnv((64, 64, 4)), {"buffer_temperature": 0.0}, "buffer_temperature must be > 0"),
         (ImageEnv((64, 64, 4)), {"train_ratio": -1.0}, "train_ratio must be > 0"),

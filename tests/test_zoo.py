@@ -199,8 +199,16 @@ def test_twm_yml_entries():
     assert atari["frame_stack"] == 4 and atari["policy"] == "CnnPolicy" and atari["n_timesteps"] == 100_000
     games = [key for key in config if key.endswith("NoFrameskip-v4")]
     assert len(games) == 26 and all(config[game] == atari for game in games)
-    for key in ("default", "CartPole-v1"):
+    for key in ("default", "CartPole-v1", "Pendulum-v1"):
         assert config[key]["policy"] == "MlpPolicy"
+    # The learning checks' settings, as the zoo reads them (it evaluates the policy_kwargs string).
+    from sb3_twm.benchmark.learn_cartpole import CARTPOLE_HYPERPARAMS
+    from sb3_twm.benchmark.learn_pendulum import PENDULUM_HYPERPARAMS
+
+    for key, expected in (("CartPole-v1", CARTPOLE_HYPERPARAMS), ("Pendulum-v1", PENDULUM_HYPERPARAMS)):
+        entry = dict(config[key])
+        entry["policy_kwargs"] = eval(entry["policy_kwargs"])
+        assert entry == expected, key
     # The Monitor-based evaluation needs the wrapper kwargs TWM's own env helper uses.
     from sb3_twm.common.atari import TWM_ATARI_WRAPPER_KWARGS
 
@@ -359,6 +367,16 @@ def test_explicit_entry_point_without_hook_cartpole(tmp_path):
     args = ["sb3_twm.zoo", "enjoy", "--algo", "twm", "--env", "CartPole-v1", "-f", "logs/", "--no-render", "-n", "300"]
     out = check(run(args, tmp_path, no_hook=True))
     assert "Episode Reward:" in out and "Mean reward:" in out
+
+
+def test_train_with_continuous_actions(tmp_path):
+    args = ["rl_zoo3.train", "--algo", "twm", "--env", "Pendulum-v1", "-n", "300", "--eval-freq", "-1"]
+    check(run([*args, *tiny_params()], tmp_path))
+    model = TWM.load(tmp_path / "logs" / "twm" / "Pendulum-v1_1" / "Pendulum-v1.zip")
+    assert model.reward_scale == 0.1 and model.policy.action_distribution.num_logits == 11  # the yml's, the default
+    assert model.replay_buffer.actions.shape[-1] == 1 and model._n_updates > 0
+    actions, _ = model.predict(np.zeros((5, 3), np.float32))
+    assert actions.shape == (5, 1) and np.all(np.abs(actions) <= 2.0)
 
 
 @pytest.mark.slow

@@ -18,6 +18,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sb3_twm.benchmark.learn_cartpole",
         "TWM MlpPolicy on CartPole-v1: mean eval return >= 400 within 20k env steps for 2 of 3 seeds.",
     ),
+    "learn-pendulum": (
+        "sb3_twm.benchmark.learn_pendulum",
+        "TWM MlpPolicy on Pendulum-v1 (continuous actions): mean eval return >= -250 within 20k env steps for 2 of 3 "
+        "seeds.",
+    ),
     "wm-update": ("sb3_twm.benchmark.wm_update", "Seconds per world-model update at the default batch (100 x 16)."),
     "imagine": (
         "sb3_twm.benchmark.imagine",

@@ -55,7 +55,8 @@ class TWMReplayBuffer(ReplayBuffer):
     :param buffer_size: Max number of transitions stored, in total over all envs
         (divided by ``n_envs`` like in SB3)
     :param observation_space: Observation space
-    :param action_space: Action space, must be ``spaces.Discrete``
+    :param action_space: Action space: ``spaces.Discrete`` (stored as int64) or ``spaces.Box`` (stored flattened as
+        float32, in the scaled ``[-1, 1]`` range SB3's off-policy algorithms store)
     :param device: PyTorch device used by SB3's ``sample()``
     :param n_envs: Number of parallel environments
     :param optimize_memory_usage: Accepted for SB3 compatibility and ignored: this buffer always
@@ -67,6 +68,7 @@ class TWMReplayBuffer(ReplayBuffer):
     :param reward_transform: Applied to the rewards of training batches (``"tanh"``, ``"sign"`` or
         ``"none"``); the dataset itself keeps the raw rewards
     :param normalize_images: Scale image observations of training batches to [0, 1]
+    :param reward_scale: Multiplies the rewards of training batches before ``reward_transform`` (1: unchanged)
     """
 
     observations: np.ndarray
@@ -89,6 +91,7 @@ class TWMReplayBuffer(ReplayBuffer):
         temperature: float = 20.0,
         reward_transform: str = "none",
         normalize_images: bool = True,
+        reward_scale: float = 1.0,
     ):
         if int(buffer_size) <= 0:
             raise ValueError(f"buffer_size must be a positive integer, got {buffer_size}")
@@ -98,9 +101,12 @@ class TWMReplayBuffer(ReplayBuffer):
             raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
         if reward_transform not in REWARD_TRANSFORMS:
             raise ValueError(f"reward_transform must be one of {sorted(REWARD_TRANSFORMS)}, got {reward_transform!r}")
-        if not isinstance(action_space, spaces.Discrete):
+        if not (float(reward_scale) > 0.0 and np.isfinite(reward_scale)):
+            raise ValueError(f"reward_scale must be a finite number > 0, got {reward_scale}")
+        if not isinstance(action_space, (spaces.Discrete, spaces.Box)):
             raise ValueError(
-                f"TWMReplayBuffer only supports spaces.Discrete action spaces, got {type(action_space).__name__}"
+                "TWMReplayBuffer only supports spaces.Discrete and spaces.Box action spaces, got "
+                f"{type(action_space).__name__}"
             )
         if isinstance(observation_space, (spaces.Dict, spaces.Tuple)):
             raise ValueError(
@@ -117,11 +123,13 @@ class TWMReplayBuffer(ReplayBuffer):
         self.handle_timeout_termination = handle_timeout_termination
         self.temperature = float(temperature)
         self.reward_transform = reward_transform
+        self.reward_scale = float(reward_scale)
         self.normalize_images = normalize_images
 
         # np.zeros only reserves virtual memory: pages are committed as data is written.
         self.observations = np.zeros((self.buffer_size, self.n_envs, *self.obs_shape), dtype=observation_space.dtype)
-        self.actions = np.zeros((self.buffer_size, self.n_envs), dtype=np.int64)
+        # (buffer_size, n_envs) discrete actions, or (buffer_size, n_envs, action_dim) continuous ones
+        self.actions = np.zeros((self.buffer_size, self.n_envs, *self.action_shape), dtype=self.action_dtype)
         self.rewards = np.zeros((self.buffer_size, self.n_envs), dtype=np.float32)
         self.terminated = np.zeros((self.buffer_size, self.n_envs), dtype=bool)
         self.truncated = np.zeros((self.buffer_size, self.n_envs), dtype=bool)
@@ -141,6 +149,19 @@ class TWMReplayBuffer(ReplayBuffer):
                     stacklevel=2,
                 )
 
+    @property
+    def discrete_actions(self) -> bool:
+        return isinstance(self.action_space, spaces.Discrete)
+
+    @property
+    def action_shape(self) -> tuple[int, ...]:
+        """:return: ``()`` for discrete actions, ``(action_dim,)`` for Box actions (flattened)."""
+        return () if self.discrete_actions else (int(np.prod(self.action_space.shape)),)
+
+    @property
+    def action_dtype(self) -> type[np.generic]:
+        return np.int64 if self.discrete_actions else np.float32
+
     # ------------------------------------------------------------------ storage
 
     def add(
@@ -158,7 +179,7 @@ class TWMReplayBuffer(ReplayBuffer):
         :param obs: ``(n_envs, *obs_shape)`` observations the actions were taken at
         :param next_obs: ``(n_envs, *obs_shape)`` next observations (terminal observation on done);
             only the newest one per env is kept, older ones are the following stored ``obs``
-        :param action: ``(n_envs,)`` discrete actions
+        :param action: ``(n_envs,)`` discrete actions, or ``(n_envs, *shape)`` scaled Box actions
         :param reward: ``(n_envs,)`` raw rewards
         :param done: ``(n_envs,)`` episode ended after this step
         :param infos: per-env info dicts, ``TimeLimit.truncated`` marks truncations
@@ -175,7 +196,7 @@ class TWMReplayBuffer(ReplayBuffer):
         # Assignment copies into the buffer, so later in-place changes by the caller are harmless.
         self.observations[self.pos] = obs
         self.latest_next_observations[...] = next_obs
-        self.actions[self.pos] = np.asarray(action).reshape(self.n_envs)
+        self.actions[self.pos] = np.asarray(action).reshape((self.n_envs, *self.action_shape))
         self.rewards[self.pos] = np.asarray(reward).reshape(self.n_envs)
         self.terminated[self.pos] = done & ~truncated
         self.truncated[self.pos] = truncated
@@ -423,9 +444,11 @@ class TWMReplayBuffer(ReplayBuffer):
         """
         rewards = batch.rewards if env is None else env.normalize_reward(batch.rewards)
         rewards = th.as_tensor(rewards, device=self.device, dtype=th.float32)
+        if self.reward_scale != 1.0:
+            rewards = rewards * self.reward_scale
         return WorldModelBatch(
             self.observation_features(batch.observations, env),
-            th.as_tensor(batch.actions, device=self.device, dtype=th.long),
+            th.as_tensor(batch.actions, device=self.device, dtype=th.long if self.discrete_actions else th.float32),
             REWARD_TRANSFORMS[self.reward_transform](rewards),
             th.as_tensor(batch.terminated, device=self.device),
             th.as_tensor(batch.truncated, device=self.device),
@@ -501,7 +524,7 @@ class TWMReplayBuffer(ReplayBuffer):
         dones = self.terminated[batch_inds, env_indices] | self.truncated[batch_inds, env_indices]
         data = (
             self._normalize_obs(self.observations[batch_inds, env_indices], env),
-            self.actions[batch_inds, env_indices].reshape(-1, 1),
+            self.actions[batch_inds, env_indices].reshape(len(batch_inds), -1),
             self._normalize_obs(next_obs, env),
             dones.astype(np.float32).reshape(-1, 1),
             self._normalize_reward(self.rewards[batch_inds, env_indices].reshape(-1, 1), env),

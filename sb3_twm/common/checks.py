@@ -39,13 +39,25 @@ def check_widths(name: str, widths: Any) -> None:
         raise ValueError(f"{name} must be a list of positive layer widths, got {widths!r}.")
 
 
-def check_discrete_actions(action_space: spaces.Space) -> None:
-    """Raise unless the action space is ``Discrete``."""
-    if not isinstance(action_space, spaces.Discrete):
+def check_action_space(action_space: spaces.Space) -> None:
+    """Raise unless the action space is ``Discrete`` or a non-empty ``Box`` with finite bounds."""
+    if isinstance(action_space, spaces.Discrete):
+        return
+    if not isinstance(action_space, spaces.Box):
         raise ValueError(
-            f"TWM supports only Discrete action spaces, got {action_space}. "
-            "Use an algorithm for continuous control (e.g. SAC) or discretise the actions."
+            f"TWM supports Discrete and Box action spaces, got {action_space}: flatten Tuple or Dict actions into a Box "
+            "(or a Discrete) with a wrapper."
         )
+    if int(np.prod(action_space.shape)) == 0:
+        raise ValueError(f"TWM needs at least one action dimension, got {action_space}.")
+    if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
+        raise ValueError(
+            f"TWM needs finite bounds on Box actions (its actor chooses among evenly spaced values between them), got "
+            f"{action_space}: give the env the bounds its actions really have, e.g. a gymnasium.ActionWrapper that sets "
+            "action_space = Box(low, high) and clips the actions it passes on."
+        )
+    if not np.all(action_space.high > action_space.low):
+        raise ValueError(f"TWM needs Box actions with high > low in every dimension, got {action_space}.")
 
 
 def check_box_observations(observation_space: spaces.Space) -> None:

@@ -15,7 +15,8 @@ class SequenceBatch(NamedTuple):
     (logical ``k + T``).
 
     :param observations: ``(B, T + 2, *obs_shape)`` observations (dtype of the observation space)
-    :param actions: ``(B, T + 1)`` int64 actions taken at the observation with the same time index
+    :param actions: ``(B, T + 1)`` int64 actions taken at the observation with the same time index (Box actions:
+        ``(B, T + 1, action_dim)`` float32, scaled to ``[-1, 1]``)
     :param rewards: ``(B, T + 1)`` float32 raw rewards received after those actions
     :param terminated: ``(B, T + 1)`` bool, the episode ended by termination after that step
     :param truncated: ``(B, T + 1)`` bool, the episode was cut (time limit, reset) after that step
@@ -40,7 +41,7 @@ class WorldModelBatch(NamedTuple):
     """
 
     observations: th.Tensor  # (B, T+2, *obs_shape) float features (normalised, images scaled to [0, 1])
-    actions: th.Tensor  # (B, T+1) long
+    actions: th.Tensor  # (B, T+1) long, or (B, T+1, A) float for Box actions
     rewards: th.Tensor  # (B, T+1) float32, transformed for training (e.g. tanh)
     terminated: th.Tensor  # (B, T+1) bool
     truncated: th.Tensor  # (B, T+1) bool
@@ -50,7 +51,7 @@ class WorldModelOutput(NamedTuple):
     """What one world-model update leaves for imagination: the latents it used, detached."""
 
     z: th.Tensor  # (B, T+1, K*C) sampled latents of the context and sequence steps
-    actions: th.Tensor  # (B, T+1)
+    actions: th.Tensor  # (B, T+1), or (B, T+1, A)
     rewards: th.Tensor  # (B, T+1)
     dones: th.Tensor  # (B, T+1) bool
 
@@ -74,7 +75,7 @@ class ImaginationStart(NamedTuple):
     """Where ``N`` imagined rollouts start: one real context step (which builds the memory) and the start latent."""
 
     context_z: th.Tensor  # (N, K*C) latent of the real step before the start
-    context_actions: th.Tensor  # (N,) action taken there
+    context_actions: th.Tensor  # (N,) action taken there, or (N, A)
     context_rewards: th.Tensor  # (N,) its (transformed) reward, the first reward token
     context_dones: th.Tensor  # (N,) bool, whether an episode ended after it
     z: th.Tensor  # (N, K*C) the start latents
@@ -84,7 +85,7 @@ class ImaginedTrajectories(NamedTuple):
     """A batch of imagined rollouts of ``H`` steps."""
 
     z: th.Tensor  # (N, H+1, K*C) latents, the start included
-    actions: th.Tensor  # (N, H)
+    actions: th.Tensor  # (N, H), or (N, H, A) values of quantised Box actions
     rewards: th.Tensor  # (N, H) predicted reward of each step
     discounts: th.Tensor  # (N, H) predicted discount after each step
     dones: th.Tensor  # (N, H) bool: the rollout restarted after this step

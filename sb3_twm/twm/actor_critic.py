@@ -5,14 +5,12 @@ Lambda-returns over predicted discounts, a Gaussian critic, and REINFORCE with t
 """
 
 import copy
-import math
 from typing import Any
 
 import torch as th
 from torch import nn
-from torch.distributions import Categorical
 
-from sb3_twm.common.distributions import categorical_entropy
+from sb3_twm.common.actions import ActionDistribution, CategoricalActions
 from sb3_twm.common.optim import make_adam, optimizer_step
 from sb3_twm.common.type_aliases import ImaginedTrajectories, Update
 from sb3_twm.world_model.losses import HALF_LOG_TWO_PI, thresholded_entropy_loss
@@ -61,11 +59,6 @@ def critic_loss(values: th.Tensor, returns: th.Tensor, weights: th.Tensor) -> th
     return (weights * (0.5 * (values.float() - returns).pow(2) + HALF_LOG_TWO_PI)).mean()
 
 
-def entropy_scale(num_actions: int) -> float:
-    """:return: The maximum entropy of a categorical policy, ``ln(num_actions)`` (1 actions: ln 2), which normalises it."""
-    return math.log(max(num_actions, 2))
-
-
 def actor_loss(
     logits: th.Tensor,
     actions: th.Tensor,
@@ -73,21 +66,23 @@ def actor_loss(
     weights: th.Tensor,
     ent_coef: float,
     entropy_threshold: float,
+    action_distribution: ActionDistribution | None = None,
 ) -> tuple[th.Tensor, dict[str, th.Tensor]]:
     """
     REINFORCE on the advantages plus the thresholded entropy loss on the weighted normalised policy entropy.
 
-    :param logits: ``(N, H, num_actions)``.
-    :param actions: ``(N, H)``.
+    :param logits: ``(N, H, num_logits)``.
+    :param actions: ``(N, H)`` discrete actions, or ``(N, H, action_dim)`` values of quantised Box actions.
     :param advantages: ``(N, H)`` (no gradient).
     :param weights: ``(N, H)``.
     :param ent_coef: Weight of the thresholded entropy loss.
     :param entropy_threshold: Normalised entropy below which it is active.
+    :param action_distribution: How the logits define the policy (default: one categorical over the last axis).
     :return: Scalar loss and its terms.
     """
-    distribution = Categorical(logits=logits.float())
-    log_probs = distribution.log_prob(actions)
-    entropy = distribution.entropy() / entropy_scale(logits.shape[-1])
+    if action_distribution is None:
+        action_distribution = CategoricalActions(logits.shape[-1])
+    log_probs, entropy = action_distribution.log_prob_and_entropy(logits, actions)
     reinforce = -(weights * log_probs * advantages).mean()
     entropy_loss = thresholded_entropy_loss(entropy, entropy_threshold, weights)
     return reinforce + ent_coef * entropy_loss, {
@@ -114,6 +109,7 @@ class ActorCritic(nn.Module):
         (defaults: ``ACTOR_OPTIMIZER_DEFAULTS``), optionally ``betas``.
     :param critic_optimizer_kwargs: Adam settings of the critic (defaults: ``CRITIC_OPTIMIZER_DEFAULTS``).
     :param skip_non_finite_updates: Skip an optimiser step whose gradients are not finite.
+    :param action_distribution: How the actor's outputs define the policy (default: one categorical over them).
     """
 
     def __init__(
@@ -128,9 +124,11 @@ class ActorCritic(nn.Module):
         actor_optimizer_kwargs: dict[str, Any] | None = None,
         critic_optimizer_kwargs: dict[str, Any] | None = None,
         skip_non_finite_updates: bool = False,
+        action_distribution: ActionDistribution | None = None,
     ) -> None:
         super().__init__()
         self.actor = actor
+        self.action_distribution = action_distribution
         self.critic = critic
         self.critic_target = copy.deepcopy(critic) if separate_target else critic
         if separate_target:
@@ -167,7 +165,13 @@ class ActorCritic(nn.Module):
         )
         logits = self.actor(trajectories.z[:, :-1])
         policy_loss, terms = actor_loss(
-            logits, trajectories.actions, advantages, weights, self.ent_coef, self.entropy_threshold
+            logits,
+            trajectories.actions,
+            advantages,
+            weights,
+            self.ent_coef,
+            self.entropy_threshold,
+            self._distribution(logits),
         )
         actor_grad_norm, actor_stepped = self._step_actor(policy_loss)
         metrics = self._metrics(critic_metrics, policy_loss, values, returns, advantages, terms, actor_grad_norm)
@@ -191,7 +195,7 @@ class ActorCritic(nn.Module):
         logits = self.actor(z[:, :-1])
         # The log-softmax formula of the entropy here, the distribution's in actor_loss: they differ in the last bit
         # (up to ~5e-7), and each is kept so that training computes what it always computed.
-        entropy = (categorical_entropy(logits) / entropy_scale(logits.shape[-1])).mean()
+        entropy = self._distribution(logits).normalized_entropy(logits).mean()
         policy_loss = -self.ent_coef * entropy
         actor_grad_norm, actor_stepped = self._step_actor(policy_loss)
         terms = {"entropy": entropy}
@@ -212,6 +216,9 @@ class ActorCritic(nn.Module):
             self.critic_optimizer, value_loss, self.critic_max_grad_norm, self.skip_non_finite_updates, "critic"
         )
         return advantages, returns, values, {"critic_loss": value_loss, "critic_grad_norm": critic_grad_norm}, stepped
+
+    def _distribution(self, logits: th.Tensor) -> ActionDistribution:
+        return self.action_distribution or CategoricalActions(logits.shape[-1])
 
     def _step_actor(self, loss: th.Tensor) -> tuple[th.Tensor, bool]:
         return optimizer_step(self.actor_optimizer, loss, self.actor_max_grad_norm, self.skip_non_finite_updates, "actor")

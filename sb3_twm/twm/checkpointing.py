@@ -65,6 +65,7 @@ from sb3_twm.common.checkpoints.tensors import (
     read_state,
     tensor_bytes,
 )
+from sb3_twm.common.checks import check_action_space
 from sb3_twm.twm.policies import POLICY_FORMAT, POLICY_FORMAT_VERSION, TWMPolicy
 from sb3_twm.twm.saved_attributes import STATE_ATTRIBUTES, allowed_class, check_attribute, constructor_defaults
 
@@ -357,10 +358,16 @@ def _check_saved_classes(name: str, objects: dict[str, Any], supplied: dict[str,
             f"{name}: checkpoint format version {version!r:.80} is not supported (this sb3-twm reads version "
             f"{CHECKPOINT_FORMAT_VERSION})"
         )
-    expected = {"observation_space": spaces.Box, "action_space": spaces.Discrete}
-    for key, kind in expected.items():
-        if key not in supplied and not isinstance(objects.get(key), kind):
-            raise CheckpointError(f"{name} is not a TWM checkpoint: its {key} is not a {kind.__name__} space")
+    expected = {"observation_space": (spaces.Box,), "action_space": (spaces.Discrete, spaces.Box)}
+    for key, kinds in expected.items():
+        if key not in supplied and not isinstance(objects.get(key), kinds):
+            names = " or ".join(kind.__name__ for kind in kinds)
+            raise CheckpointError(f"{name} is not a TWM checkpoint: its {key} is not a {names} space")
+    if "action_space" not in supplied:
+        try:
+            check_action_space(objects["action_space"])
+        except ValueError as error:
+            raise CheckpointError(f"{name}: {error}") from None
     policy_class = supplied.get("policy_class", objects.get("policy_class"))
     if not (isinstance(policy_class, type) and issubclass(policy_class, TWMPolicy)):
         raise CheckpointError(f"{name} is not a TWM checkpoint: its policy class is {policy_class!r}")

@@ -98,7 +98,9 @@ def dream_from_env(model: TWM, env: VecEnv, steps: int, context: int, progress: 
         for index in np.flatnonzero(dones):
             # The VecEnv has reset that env already: the episode's last observation is in its info (as SB3 stores it).
             stored_next[index] = infos[index]["terminal_observation"]
-        buffer.add(observations, stored_next, actions, rewards, dones, infos)
+        # The dataset keeps Box actions scaled to [-1, 1], as training stores them.
+        stored_actions = model.policy.scale_action(actions) if model.policy.squash_output else actions
+        buffer.add(observations, stored_next, stored_actions, rewards, dones, infos)
         observations = next_observations
         if progress is not None:
             progress()

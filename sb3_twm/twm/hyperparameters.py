@@ -68,6 +68,10 @@ def check_hyperparameters(model: "TWM") -> None:
         raise ValueError(f"buffer_temperature must be > 0, got {model.buffer_temperature}.")
     if model.reward_transform not in REWARD_TRANSFORMS:
         raise ValueError(f"reward_transform must be one of {sorted(REWARD_TRANSFORMS)}, got {model.reward_transform!r}.")
+    if isinstance(model.reward_scale, bool) or not isinstance(model.reward_scale, (int, float)) or not (
+        0.0 < model.reward_scale < math.inf
+    ):
+        raise ValueError(f"reward_scale must be a finite number > 0, got {model.reward_scale!r}.")
     for name in ("ent_coef", "entropy_threshold", "pretrain_budget", "pretrain_observation_share",
                  "pretrain_dynamics_share", "pretrain_actor_critic_share"):  # fmt: skip
         if getattr(model, name) < 0:

@@ -16,8 +16,9 @@ from stable_baselines3.common.preprocessing import is_image_space, preprocess_ob
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
+from sb3_twm.common.actions import DEFAULT_ACTION_BINS, ActionDistribution, make_action_distribution
 from sb3_twm.common.checkpoints import atomic_write, encode_value, is_unsaved
-from sb3_twm.common.checks import check_box_observations, check_discrete_actions, check_positive_ints
+from sb3_twm.common.checks import check_box_observations, check_positive_ints
 from sb3_twm.common.networks import create_mlp, orthogonal_init
 from sb3_twm.world_model.observation_model import Decoder, Encoder, make_decoder, make_encoder
 
@@ -43,10 +44,12 @@ class TWMPolicy(BasePolicy):
     """
     Encoder and actor of TWM. Observations are encoded to the argmax latent z (temperature 0); the actor maps z to
     action logits. ``deterministic=True`` takes the most likely action, ``False`` samples (TWM samples at evaluation
-    too).
+    too). ``Box`` actions are quantised (:class:`~sb3_twm.common.actions.BinnedActions`): the actor chooses one of
+    ``action_bins`` values in ``[-1, 1]`` per dimension, which ``predict`` rescales to the bounds (``squash_output``,
+    as SB3 does for SAC).
 
     :param observation_space: Observation space (channel-first images for ``CnnPolicy``, vectors for ``MlpPolicy``).
-    :param action_space: A ``Discrete`` action space.
+    :param action_space: A ``Discrete`` action space, or a ``Box`` with finite bounds.
     :param lr_schedule: Learning rate schedule (kept for SB3 compatibility; the optimisers live in the algorithm).
     :param net_arch: Hidden widths of the actor and critic MLPs: ``dict(pi=[...], vf=[...])`` or one list for both
         (None or a missing key: ``DEFAULT_NET_ARCH``).
@@ -57,6 +60,7 @@ class TWMPolicy(BasePolicy):
     :param encoder_hidden_dims: Hidden widths of the encoder's MLP (None: ``CnnEncoder``'s or ``MlpEncoder``'s default).
     :param decoder_hidden_dims: Hidden widths of the MLP decoder (``MlpPolicy``; None: ``MlpDecoder``'s default).
     :param normalize_images: Scale images to [0, 1].
+    :param action_bins: Values per dimension of ``Box`` actions (ignored for ``Discrete``).
     """
 
     observation_architecture = "cnn"
@@ -74,8 +78,9 @@ class TWMPolicy(BasePolicy):
         encoder_hidden_dims: list[int] | None = None,
         decoder_hidden_dims: list[int] | None = None,
         normalize_images: bool = True,
+        action_bins: int = DEFAULT_ACTION_BINS,
     ) -> None:
-        check_discrete_actions(action_space)
+        action_distribution = make_action_distribution(action_space, action_bins)
         check_box_observations(observation_space)
         if self.observation_architecture == "cnn" and not is_image_space(observation_space, check_channels=False):
             raise ValueError(
@@ -85,7 +90,14 @@ class TWMPolicy(BasePolicy):
         check_positive_ints(
             {"latent_categoricals": latent_categoricals, "latent_classes": latent_classes, "cnn_channels": cnn_channels}
         )
-        super().__init__(observation_space, action_space, normalize_images=normalize_images)
+        super().__init__(
+            observation_space,
+            action_space,
+            normalize_images=normalize_images,
+            squash_output=action_distribution.continuous,
+        )
+        self.action_bins = action_bins
+        self.action_distribution: ActionDistribution = action_distribution
         self.net_arch = net_arch
         self.activation_fn = activation_fn
         self.latent_categoricals = latent_categoricals
@@ -103,7 +115,7 @@ class TWMPolicy(BasePolicy):
             cnn_channels,
             encoder_hidden_dims,
         )
-        self.actor = create_mlp(self.latent_dim, int(action_space.n), self.actor_dims, activation_fn)
+        self.actor = create_mlp(self.latent_dim, action_distribution.num_logits, self.actor_dims, activation_fn)
         orthogonal_init(self.actor)
 
     @property
@@ -121,6 +133,8 @@ class TWMPolicy(BasePolicy):
             encoder_hidden_dims=self.encoder_hidden_dims,
             decoder_hidden_dims=self.decoder_hidden_dims,
         )
+        if self.action_distribution.continuous:
+            data.update(action_bins=self.action_bins)
         return data
 
     def make_decoder(self) -> Decoder:
@@ -155,18 +169,18 @@ class TWMPolicy(BasePolicy):
     def sample_actions(self, z: th.Tensor) -> th.Tensor:
         """
         :param z: ``(N, K*C)`` latents.
-        :return: ``(N,)`` actions sampled with temperature 1.
+        :return: Actions sampled with temperature 1: ``(N,)`` discrete, or ``(N, action_dim)`` values in ``[-1, 1]``.
         """
-        return th.multinomial(self.actor(z).softmax(-1), 1).squeeze(-1)
+        return self.action_distribution.sample(self.actor(z))
 
     def forward(self, obs: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         return self._predict(obs, deterministic)
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
-        # observation: (N, *obs_shape) -> actions (N,)
+        # observation: (N, *obs_shape) -> actions (N,), or (N, action_dim) values in [-1, 1] that predict() rescales
         z = self.encode(observation)
         if deterministic:
-            return self.actor(z).argmax(-1)
+            return self.action_distribution.mode(self.actor(z))
         return self.sample_actions(z)
 
 

@@ -53,7 +53,7 @@ def _is_schedule(value: Any) -> bool:
 STATE_ATTRIBUTES: dict[str, Callable[[Any], bool]] = {
     "policy_class": lambda value: isinstance(value, type) and issubclass(value, TWMPolicy),
     "observation_space": lambda value: isinstance(value, spaces.Box),
-    "action_space": lambda value: isinstance(value, spaces.Discrete),
+    "action_space": lambda value: isinstance(value, (spaces.Discrete, spaces.Box)),
     "n_envs": lambda value: is_int(value, 1),
     **{
         key: is_int

@@ -15,7 +15,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_twm.common.atari import is_atari_id, make_twm_atari_env
 from sb3_twm.common.buffers import TWMReplayBuffer
-from sb3_twm.common.checks import check_discrete_actions, check_frame_stack, check_policy_observations
+from sb3_twm.common.checks import check_action_space, check_frame_stack, check_policy_observations
 from sb3_twm.common.cpu_memory import reuse_freed_memory
 from sb3_twm.common.metrics import Metrics
 from sb3_twm.common.off_policy_algorithm import ResumableOffPolicyAlgorithm
@@ -54,7 +54,9 @@ class TWM(ResumableOffPolicyAlgorithm):
     (:mod:`sb3_twm.twm.checkpointing`).
 
     :param policy: ``"CnnPolicy"`` (stacked image frames) or ``"MlpPolicy"`` (vector observations), or a class.
-    :param env: The environment (Gym env, VecEnv or registered id).
+    :param env: The environment (Gym env, VecEnv or registered id), with ``Discrete`` actions (the paper's) or ``Box``
+        actions with finite bounds, which the actor quantises (``action_bins`` values per dimension in
+        ``policy_kwargs``, see :mod:`sb3_twm.common.actions`) and the dynamics model embeds as vectors.
     :param learning_rate: Learning rate of the observation model, dynamics model and actor (``obs_lr``, ``dyn_lr``,
         ``actor_lr``), or a schedule, which scales every optimiser (the critic's too) by its value over its start.
     :param buffer_size: Env steps kept in the dataset (``buffer_capacity``).
@@ -81,6 +83,8 @@ class TWM(ResumableOffPolicyAlgorithm):
         (``wm_discount_threshold``).
     :param buffer_temperature: Temperature of the recency-balanced sampling of sequence starts.
     :param reward_transform: Applied to rewards used for training: ``"tanh"`` (paper), ``"sign"`` or ``"none"``.
+    :param reward_scale: Multiplies rewards used for training before ``reward_transform`` (1: the paper's): brings
+        rewards of other scales into tanh's range (Pendulum's reach -16 per step).
     :param ent_coef: Weight of the actor's thresholded entropy loss (``actor_entropy_coef``).
     :param entropy_threshold: Normalised policy entropy below which that loss is active (``actor_entropy_threshold``).
     :param normalize_advantage: Normalise advantages per batch (``ac_normalize_advantages``).
@@ -149,6 +153,7 @@ class TWM(ResumableOffPolicyAlgorithm):
         discount_threshold: float = 0.1,
         buffer_temperature: float = 20.0,
         reward_transform: str = "tanh",
+        reward_scale: float = 1.0,
         ent_coef: float = 0.01,
         entropy_threshold: float = 0.1,
         normalize_advantage: bool = False,
@@ -175,6 +180,8 @@ class TWM(ResumableOffPolicyAlgorithm):
     ) -> None:
         env = _make_atari_env_from_id(policy, env, seed, verbose)
         check_policy_observations(policy, getattr(env, "observation_space", None))
+        if hasattr(env, "action_space"):
+            check_action_space(env.action_space)  # before SB3's assertion on unbounded Box actions, which says less
         super().__init__(
             policy,
             env,
@@ -198,7 +205,7 @@ class TWM(ResumableOffPolicyAlgorithm):
             support_multi_env=True,
         )
         if env is not None:
-            check_discrete_actions(self.action_space)
+            check_action_space(self.action_space)
             check_frame_stack(policy, self.observation_space)
         self.sequence_length = sequence_length
         self.gae_lambda = gae_lambda
@@ -214,6 +221,7 @@ class TWM(ResumableOffPolicyAlgorithm):
         self.discount_threshold = discount_threshold
         self.buffer_temperature = buffer_temperature
         self.reward_transform = reward_transform
+        self.reward_scale = reward_scale
         self.ent_coef = ent_coef
         self.entropy_threshold = entropy_threshold
         self.normalize_advantage = normalize_advantage
@@ -250,13 +258,14 @@ class TWM(ResumableOffPolicyAlgorithm):
         self.world_model = WorldModel.build(
             self.policy.encoder,
             self.policy.make_decoder(),
-            int(self.action_space.n),
+            self.policy.action_distribution.embedding_size,
             self.policy.activation_fn,
             self.gamma,
             {**world_model_optimizer, **self.observation_optimizer_kwargs},
             {**world_model_optimizer, **self.dynamics_optimizer_kwargs},
             compile_training=self.compile_world_model,
             skip_non_finite_updates=self.skip_non_finite_updates,
+            continuous_actions=self.policy.action_distribution.continuous,
             **self.world_model_kwargs,
         ).to(self.device)
         self.actor_critic = ActorCritic(
@@ -270,6 +279,7 @@ class TWM(ResumableOffPolicyAlgorithm):
             actor_optimizer_kwargs={"lr": self.lr_schedule(1.0), **self.actor_optimizer_kwargs},
             critic_optimizer_kwargs=self.critic_optimizer_kwargs,
             skip_non_finite_updates=self.skip_non_finite_updates,
+            action_distribution=self.policy.action_distribution,
         )
         self._create_aliases()
         self._base_learning_rates = BaseLearningRates(self._optimizers())
@@ -287,7 +297,11 @@ class TWM(ResumableOffPolicyAlgorithm):
         # TWM's own settings of the dataset (sampling temperature, reward transform, image scaling), then the user's;
         # a smaller buffer_size for a short stretch of play (dreams).
         normalize_images = self.policy_kwargs.get("normalize_images", True)
-        kwargs = {"temperature": self.buffer_temperature, "reward_transform": self.reward_transform}
+        kwargs = {
+            "temperature": self.buffer_temperature,
+            "reward_transform": self.reward_transform,
+            "reward_scale": self.reward_scale,
+        }
         kwargs = {**kwargs, "normalize_images": normalize_images, **self.replay_buffer_kwargs}
         return self.replay_buffer_class(
             self.buffer_size if buffer_size is None else buffer_size,

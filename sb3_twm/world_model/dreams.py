@@ -31,7 +31,7 @@ class Dream(NamedTuple):
     predicted_rewards: th.Tensor  # (B, T)
     real_discounts: th.Tensor  # (B, T) gamma * (1 - terminated)
     predicted_discounts: th.Tensor  # (B, T)
-    actions: th.Tensor  # (B, T) real for t < context, the policy's after
+    actions: th.Tensor  # (B, T), or (B, T, A) for Box actions: real for t < context, the policy's after
     context: int  # steps fed from the real sequence before the open loop starts
 
 
@@ -50,13 +50,13 @@ def dream(
 
     :param observation_model: Encoder and decoder.
     :param dynamics_model: The dynamics model (evaluated without dropout).
-    :param policy: Maps latents ``(B, K*C)`` to actions ``(B,)``.
+    :param policy: Maps latents ``(B, K*C)`` to actions ``(B,)`` (Box actions: ``(B, A)`` values in ``[-1, 1]``).
     :param batch: ``B`` real sequences: the step in front (index 0) is the memory's first step; steps 1..T are shown.
     :param context: Steps of the sequence given to the dynamics model before it goes on alone (``1 <= context <= T``).
     :param discount_factor: gamma of the real discounts.
     :return: The dream.
     """
-    # observations: (B, T+2, *obs_shape); actions, rewards, terminated, truncated: (B, T+1)
+    # observations: (B, T+2, *obs_shape); actions (or (B, T+1, A)), rewards, terminated, truncated: (B, T+1)
     steps = batch.actions.shape[1] - 1
     if not 1 <= context <= steps:
         raise ValueError(f"context must be in [1, {steps}] (the sequence's steps), got {context}.")

@@ -63,7 +63,8 @@ class DynamicsModel(nn.Module):
     """
     The world model's dynamics: embeddings of z, action and reward, a Transformer-XL, and the prediction heads.
 
-    :param num_actions: Size of the discrete action space.
+    :param num_actions: Size of the discrete action space, or with ``continuous_actions`` the length of the action
+        vectors.
     :param latent_categoricals: Number of categoricals of z.
     :param latent_classes: Number of classes of each categorical.
     :param embed_dim: Transformer width.
@@ -79,6 +80,8 @@ class DynamicsModel(nn.Module):
     :param activation_fn: Activation.
     :param input_rewards: Feed rewards back as tokens (the paper's choice); otherwise tokens are (z, action) only.
     :param discount_factor: Initial bias of the discount head (a logit, as in the reference).
+    :param continuous_actions: Actions are float vectors (``Box`` actions scaled to ``[-1, 1]``), embedded by a linear
+        layer and the activation as rewards are; otherwise integer actions with an embedding table.
     """
 
     def __init__(
@@ -99,6 +102,7 @@ class DynamicsModel(nn.Module):
         activation_fn: type[nn.Module] = nn.SiLU,
         input_rewards: bool = True,
         discount_factor: float = 0.99,
+        continuous_actions: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (("num_actions", num_actions), ("embed_dim", embed_dim), ("num_heads", num_heads),
@@ -111,6 +115,7 @@ class DynamicsModel(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
         self.num_actions = num_actions
+        self.continuous_actions = continuous_actions
         self.latent_categoricals = latent_categoricals
         self.latent_classes = latent_classes
         self.memory_length = memory_length
@@ -123,9 +128,14 @@ class DynamicsModel(nn.Module):
         latent_dim = latent_categoricals * latent_classes
 
         self.z_embedding = nn.Sequential(nn.Linear(latent_dim, embed_dim), activation_fn())
-        self.action_embedding = nn.Embedding(num_actions, embed_dim)
+        self.action_embedding: nn.Module
+        if continuous_actions:
+            self.action_embedding = nn.Sequential(nn.Linear(num_actions, embed_dim), activation_fn())
+        else:
+            self.action_embedding = nn.Embedding(num_actions, embed_dim)
         self.reward_embedding = nn.Sequential(nn.Linear(1, embed_dim), activation_fn()) if input_rewards else None
-        for embedding in (self.z_embedding, self.reward_embedding):
+        continuous_embedding = self.action_embedding if continuous_actions else None
+        for embedding in (self.z_embedding, self.reward_embedding, continuous_embedding):
             if embedding is not None:
                 kaiming_init(embedding, last_layer_linear=False)
         self.transformer = TransformerXL(embed_dim, num_heads, head_dim, num_layers, feedforward_dim, dropout, activation_fn)
@@ -148,7 +158,7 @@ class DynamicsModel(nn.Module):
         )
 
     def _step_tokens(self, z: th.Tensor, actions: th.Tensor) -> th.Tensor:
-        # z: (B, S, K*C), actions: (B, S) -> (B, S, 2, D)
+        # z: (B, S, K*C), actions: (B, S) long or (B, S, A) float -> (B, S, 2, D)
         return th.stack([self.z_embedding(z), self.action_embedding(actions)], dim=2)
 
     def forward(self, z: th.Tensor, actions: th.Tensor, rewards: th.Tensor, dones: th.Tensor) -> DynamicsPrediction:
@@ -157,12 +167,12 @@ class DynamicsModel(nn.Module):
         ``z_0 a_0 r_0 ... z_{S-2} a_{S-2} r_{S-2} z_{S-1} a_{S-1}``.
 
         :param z: ``(B, S, K*C)`` latents.
-        :param actions: ``(B, S)`` actions taken at those latents.
+        :param actions: ``(B, S)`` actions taken at those latents (``(B, S, A)`` with ``continuous_actions``).
         :param rewards: ``(B, S-1)`` rewards of the first ``S-1`` steps (fed back as tokens).
         :param dones: ``(B, S-1)`` whether an episode ended after each of the first ``S-1`` steps.
         :return: Predictions for every step: step t predicts z_{t+1}, r_t and the discount after step t.
         """
-        # z: (B, S, K*C); actions: (B, S); rewards, dones: (B, S-1)
+        # z: (B, S, K*C); actions: (B, S) or (B, S, A); rewards, dones: (B, S-1)
         num_steps = actions.shape[1]
         tokens = self._step_tokens(z, actions)  # (B, S, 2, D)
         if self.input_rewards:
@@ -191,7 +201,7 @@ class DynamicsModel(nn.Module):
         gradients flow through the memory).
 
         :param z: ``(B, K*C)``.
-        :param actions: ``(B,)``.
+        :param actions: ``(B,)`` (``(B, A)`` with ``continuous_actions``).
         :return: The memory (2 tokens per layer).
         """
         tokens = self._step_tokens(z[:, None], actions[:, None]).flatten(1, 2)  # (B, 2, D)
@@ -217,7 +227,7 @@ class DynamicsModel(nn.Module):
         :param previous_rewards: ``(B,)`` reward of the previous step (real or predicted), fed back as a token.
         :param previous_dones: ``(B,)`` whether an episode ended after the previous step.
         :param z: ``(B, K*C)`` the new latent.
-        :param actions: ``(B,)`` the action taken at it.
+        :param actions: ``(B,)`` the action taken at it (``(B, A)`` with ``continuous_actions``).
         :return: The prediction for this step (``(B, 1, ...)`` tensors) and the updated memory.
         """
         last_step = memory.steps[-1]

@@ -89,6 +89,7 @@ class WorldModel(nn.Module):
         dynamics_optimizer_kwargs: dict[str, Any],
         compile_training: bool = False,
         skip_non_finite_updates: bool = False,
+        continuous_actions: bool = False,
         **world_model_kwargs: Any,
     ) -> "WorldModel":
         """
@@ -97,13 +98,14 @@ class WorldModel(nn.Module):
 
         :param encoder: The (acting policy's) encoder.
         :param decoder: A matching decoder.
-        :param num_actions: Number of discrete actions.
+        :param num_actions: Number of discrete actions, or the length of continuous action vectors.
         :param activation_fn: Activation of the dynamics model (the policy's).
         :param discount_factor: gamma.
         :param observation_optimizer_kwargs: See the class.
         :param dynamics_optimizer_kwargs: See the class.
         :param compile_training: See the class.
         :param skip_non_finite_updates: See the class.
+        :param continuous_actions: Actions are float vectors (``Box``), see ``DynamicsModel``.
         :param world_model_kwargs: Dynamics-model architecture and loss weights, by the names of
             :func:`world_model_keys`.
         :return: The world model.
@@ -122,6 +124,7 @@ class WorldModel(nn.Module):
             encoder.latent_classes,
             activation_fn=activation_fn,
             discount_factor=discount_factor,
+            continuous_actions=continuous_actions,
             **chosen["dynamics_model"],
         )
         return cls(
@@ -260,7 +263,7 @@ class WorldModel(nn.Module):
 _SET_BY_THE_ALGORITHM = frozenset(
     {"num_actions", "latent_categoricals", "latent_classes", "activation_fn", "discount_factor", "encoder", "decoder",
      "observation_model", "dynamics_model", "observation_optimizer_kwargs", "dynamics_optimizer_kwargs",
-     "compile_training", "skip_non_finite_updates", "self"}
+     "compile_training", "skip_non_finite_updates", "continuous_actions", "self"}
 )  # fmt: skip
 
 

@@ -34,6 +34,8 @@ SIZE_BOUNDS: dict[str, tuple[int, int]] = {
     "cnn_channels": (4, 96),
 }
 MAX_IMAGINATION_HORIZON = 20
+# Values per dimension of Box actions: odd (0 is one of them), from a coarse 5 to a fine 21.
+MIN_ACTION_BINS, MAX_ACTION_BINS = 5, 21
 
 
 def _twm_default(name: str) -> Any:
@@ -109,7 +111,8 @@ def sample_twm_params(trial: Any, n_actions: int, n_envs: int, additional_args: 
     Sample TWM hyperparameters (rl-zoo3 sampler signature).
 
     :param trial: The Optuna trial.
-    :param n_actions: Unused (continuous-action noise in the zoo's other samplers).
+    :param n_actions: The zoo's count of continuous action dimensions (0 for Discrete actions): with Box actions the
+        values per dimension (``policy_kwargs["action_bins"]``, odd) are searched too.
     :param n_envs: Number of training envs (bounds ``batch_size`` by the sequences the random prefill holds).
     :param additional_args: The zoo's extra arguments; ``additional_args["hyperparams"]``, if given, is the
         configuration to anchor the search at (otherwise the one the zoo is tuning, else TWM's defaults).
@@ -146,6 +149,8 @@ def sample_twm_params(trial: Any, n_actions: int, n_envs: int, additional_args: 
     if _is_cnn(base.get("policy", "CnnPolicy")):
         channels = policy_kwargs.get("cnn_channels", _policy_default("cnn_channels"))
         trial.suggest_int("cnn_channels", *_around("cnn_channels", channels), log=True)
+    if n_actions > 0:
+        trial.suggest_int("action_bins", MIN_ACTION_BINS, MAX_ACTION_BINS, step=2)
     return convert_twm_params(dict(trial.params), base)
 
 
@@ -173,8 +178,9 @@ def _pop_policy_params(params: dict[str, Any], configured: dict[str, Any]) -> di
         net_arch = configured.get("net_arch")
         scale = int(params.pop("actor_critic_width")) / _net_arch_width(net_arch)
         policy["net_arch"] = _scale_net_arch(net_arch, scale)
-    if "cnn_channels" in params:
-        policy["cnn_channels"] = int(params.pop("cnn_channels"))
+    for name in ("cnn_channels", "action_bins"):
+        if name in params:
+            policy[name] = int(params.pop(name))
     return policy
 
 

@@ -1,0 +1,453 @@
+"""
+Learning checks: TWM trained on a small Gymnasium task for a fixed number of env steps with tuned settings, evaluated
+along the way, and judged by a threshold on the mean evaluation return (``learn-cartpole``, ``learn-pendulum``).
+
+A check evaluates every ``--eval-freq`` env steps with SB3's ``evaluate_policy`` on a separate env, with greedy actions
+(``deterministic=True``, SB3's default and rl-zoo3's for non-Atari envs; ``--criterion`` picks which evaluation
+decides) and with sampled actions, prints a table, writes the curves as JSON and a PNG plot, and exits with status 1
+when too few seeds reach the threshold within the time limit.
+"""
+
+import argparse
+import concurrent.futures
+import copy
+import dataclasses
+import functools
+import json
+import multiprocessing
+import os
+import platform
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize, sync_envs_normalization
+
+import sb3_twm
+from sb3_twm import TWM
+
+
+@dataclasses.dataclass(frozen=True)
+class LearningTask:
+    """
+    A learning check.
+
+    :param name: Its benchmark command (``learn-cartpole``).
+    :param env_id: The Gymnasium env.
+    :param hyperparams: The tuned settings in the rl-zoo's layout (``policy``, ``n_timesteps``, ``normalize`` and
+        TWM's keyword arguments).
+    :param threshold: Mean evaluation return a seed must reach.
+    :param min_successes: Seeds (of three by default) that must reach it.
+    :param max_minutes: Training time limit per seed (evaluation excluded) on 2 CPU cores.
+    :param return_range: The y range of the plot.
+    """
+
+    name: str
+    env_id: str
+    hyperparams: dict[str, Any]
+    threshold: float
+    min_successes: int
+    max_minutes: float
+    return_range: tuple[float, float]
+
+
+def merge_hyperparams(base: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """
+    :param base: Hyperparameters.
+    :param overrides: Values replacing those of ``base``; dict values are merged key by key (one level deep).
+    :return: A new dict.
+    """
+    merged = copy.deepcopy(base)
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **copy.deepcopy(value)}
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def make_model(env: gym.Env | str, seed: int | None, hyperparams: dict[str, Any], **kwargs: Any) -> TWM:
+    """
+    Build TWM with zoo-style hyperparameters (``policy`` and ``n_timesteps`` are taken out).
+
+    :param env: The training env or its id.
+    :param seed: Seed.
+    :param hyperparams: Zoo-style settings (a ``LearningTask``'s).
+    :param kwargs: More keyword arguments of ``TWM`` (``verbose``, ``device``, ...).
+    :return: The model.
+    """
+    params = copy.deepcopy(hyperparams)
+    policy = params.pop("policy", "MlpPolicy")
+    params.pop("n_timesteps", None)
+    normalize = params.pop("normalize", None)
+    if normalize:
+        # As the zoo does with `normalize`: the training env is wrapped in VecNormalize, TWM normalises what it samples.
+        if isinstance(env, str):
+            env_id = env
+            env = DummyVecEnv([lambda: Monitor(gym.make(env_id))])
+        env = VecNormalize(env, **(normalize if isinstance(normalize, dict) else {}))
+    return TWM(policy, env, seed=seed, **params, **kwargs)
+
+
+def make_eval_env(env_id: str, seed: int, hyperparams: dict[str, Any]) -> VecEnv:
+    """
+    :param env_id: The Gymnasium env.
+    :param seed: Seed of the evaluation env.
+    :param hyperparams: Zoo-style settings; with ``normalize`` the env is wrapped in a frozen ``VecNormalize`` whose
+        statistics are copied from the training env before each evaluation.
+    :return: The evaluation env.
+    """
+    params = hyperparams
+    eval_env: VecEnv = DummyVecEnv([lambda: Monitor(gym.make(env_id))])
+    if params.get("normalize"):
+        eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
+    eval_env.seed(seed)
+    return eval_env
+
+
+class EvalCurveCallback(BaseCallback):
+    """
+    Evaluates the policy every ``eval_freq`` env steps (and once before training) on a separate env and records the
+    curve. Evaluation time is measured so that it can be kept out of the training time.
+
+    :param eval_env: Evaluation env (wrapped in ``Monitor``, and in a frozen ``VecNormalize`` when training uses one).
+    :param eval_freq: Env steps between evaluations.
+    :param n_eval_episodes: Episodes per evaluation.
+    :param verbose: 1 prints each evaluation.
+    """
+
+    def __init__(
+        self,
+        eval_env: VecEnv,
+        eval_freq: int,
+        n_eval_episodes: int = 10,
+        verbose: int = 0,
+    ) -> None:
+        super().__init__(verbose)
+        self.eval_env = eval_env
+        self.eval_freq = eval_freq
+        self.n_eval_episodes = n_eval_episodes
+        self.records: list[dict[str, Any]] = []
+        self.eval_seconds = 0.0
+        self._start = 0.0
+
+    def _evaluate(self) -> None:
+        start = time.perf_counter()
+        record: dict[str, Any] = {"step": int(self.num_timesteps)}
+        # The evaluation env uses the training env's observation statistics (a no-op without VecNormalize).
+        sync_envs_normalization(self.training_env, self.eval_env)
+        for prefix, deterministic in (("", False), ("deterministic_", True)):
+            returns, _ = evaluate_policy(
+                self.model, self.eval_env, self.n_eval_episodes, deterministic=deterministic, return_episode_rewards=True
+            )
+            record[f"{prefix}mean_return"] = float(np.mean(returns))
+            record[f"{prefix}std_return"] = float(np.std(returns))
+        self.eval_seconds += time.perf_counter() - start
+        record["wall_s"] = time.perf_counter() - self._start - self.eval_seconds  # training time so far
+        self.records.append(record)
+        if self.verbose >= 1:
+            print(
+                f"  seed {self.model.seed} step {record['step']:>6}: mean return, greedy "
+                f"{record['deterministic_mean_return']:6.1f} +- {record['deterministic_std_return']:5.1f}, "
+                f"sampled {record['mean_return']:6.1f} +- {record['std_return']:5.1f}  (train time {record['wall_s']:.0f} s)",
+                flush=True,
+            )
+
+    def _on_training_start(self) -> None:
+        self._start = time.perf_counter()
+        self._evaluate()
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps % self.eval_freq == 0:
+            self._evaluate()
+        return True
+
+
+def run_seed(
+    seed: int,
+    timesteps: int,
+    eval_freq: int,
+    env_id: str,
+    hyperparams: dict[str, Any],
+    threshold: float,
+    n_eval_episodes: int = 10,
+    criterion: str = "deterministic",
+    verbose: int = 1,
+) -> dict[str, Any]:
+    """
+    Train one seed and evaluate it along the way, with greedy and with sampled actions.
+
+    :param seed: Seed of the model (the evaluation env gets ``seed + 10000``).
+    :param timesteps: Env steps.
+    :param eval_freq: Env steps between evaluations.
+    :param env_id: The Gymnasium env.
+    :param hyperparams: Zoo-style settings.
+    :param threshold: Mean return that counts as reached.
+    :param n_eval_episodes: Episodes per evaluation.
+    :param verbose: 1 prints each evaluation.
+    :param criterion: Which evaluation decides ``first_step_at_threshold``: ``"deterministic"`` (greedy actions, the
+        default of SB3's ``evaluate_policy``/``EvalCallback`` and rl-zoo3's for non-Atari envs) or ``"sampled"``.
+    :return: ``steps``, ``mean_return``/``std_return`` (sampled actions), ``deterministic_mean_return``/
+        ``deterministic_std_return`` (greedy), ``train_wall_s`` at each evaluation, the total training and evaluation
+        times, and ``first_step_at_threshold`` (None if never).
+    """
+    if criterion not in ("deterministic", "sampled"):
+        raise ValueError(f"criterion must be 'deterministic' or 'sampled', got {criterion!r}")
+    eval_env = make_eval_env(env_id, seed + 10_000, hyperparams)
+    model = make_model(env_id, seed, hyperparams, device="cpu")
+    callback = EvalCurveCallback(eval_env, eval_freq, n_eval_episodes, verbose=verbose)
+    start = time.perf_counter()
+    model.learn(timesteps, callback=callback)
+    total = time.perf_counter() - start
+    if not callback.records or callback.records[-1]["step"] != model.num_timesteps:
+        callback._evaluate()
+        total = time.perf_counter() - start
+    eval_env.close()
+    records = callback.records
+    result: dict[str, Any] = {
+        "seed": seed,
+        "steps": [r["step"] for r in records],
+        "train_wall_s": [round(r["wall_s"], 2) for r in records],
+    }
+    for key in records[0]:
+        if key.endswith("_return"):
+            result[key] = [r[key] for r in records]
+    key = "deterministic_mean_return" if criterion == "deterministic" else "mean_return"
+    reached = [r["step"] for r in records if r[key] >= threshold]
+    result.update(
+        criterion=criterion,
+        first_step_at_threshold=reached[0] if reached else None,
+        best_mean_return=max(result[key]),
+        final_mean_return=result[key][-1],
+        # How well it holds: the mean of the last five evaluations, and the share of evaluations at the threshold.
+        last_five_mean_return=float(np.mean(result[key][-5:])),
+        share_at_threshold=len(reached) / len(records),
+        training_seconds=round(total - callback.eval_seconds, 1),
+        evaluation_seconds=round(callback.eval_seconds, 1),
+        total_seconds=round(total, 1),
+        training_updates=int(model._n_updates),
+    )
+    return result
+
+
+def plot_curves(
+    results: list[dict[str, Any]], path: str, threshold: float, title: str, return_range: tuple[float, float]
+) -> None:
+    """
+    Write a PNG of mean evaluation return against env steps: per seed, greedy actions as a solid line with the std as
+    a band, sampled actions dashed.
+
+    :param results: What ``run_seed`` returned, per seed.
+    :param path: PNG path.
+    :param threshold: Drawn as a horizontal line.
+    :param title: Plot title.
+    :param return_range: The y range.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for result in results:
+        steps = np.asarray(result["steps"])
+        mean = np.asarray(result["deterministic_mean_return"])
+        std = np.asarray(result["deterministic_std_return"])
+        (line,) = axes.plot(steps, mean, marker="o", markersize=3, label=f"seed {result['seed']}, greedy actions")
+        axes.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.12)
+        axes.plot(steps, result["mean_return"], linestyle="--", color=line.get_color(), alpha=0.6,
+                  label=f"seed {result['seed']}, sampled actions")  # fmt: skip
+    axes.axhline(threshold, color="grey", linestyle=":", label=f"threshold {threshold:g}")
+    axes.set_xlabel("env steps")
+    axes.set_ylabel("mean evaluation return (10 episodes)")
+    axes.set_ylim(*return_range)
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, loc="upper left")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def format_table(results: list[dict[str, Any]]) -> str:
+    """
+    :param results: What ``run_seed`` returned, per seed (same evaluation steps).
+    :return: A text table: one row per evaluation step, one column per seed (mean return with greedy / sampled
+        actions), then the timings.
+    """
+    steps = sorted({step for result in results for step in result["steps"]})
+    header = f"{'step':>7} | " + " | ".join(f"{'seed ' + str(r['seed']) + ' greedy/sampled':>22}" for r in results)
+    lines = [header, "-" * len(header)]
+    for step in steps:
+        cells = []
+        for result in results:
+            greedy = dict(zip(result["steps"], result["deterministic_mean_return"])).get(step)
+            sampled = dict(zip(result["steps"], result["mean_return"])).get(step)
+            cells.append(f"{greedy:14.1f} / {sampled:5.1f}" if greedy is not None else f"{'':22}")
+        lines.append(f"{step:>7} | " + " | ".join(cells))
+    lines.append("-" * len(header))
+    for label, key, digits in (
+        ("last 5", "last_five_mean_return", 1),
+        ("train s", "training_seconds", 0),
+        ("eval s", "evaluation_seconds", 0),
+        ("total s", "total_seconds", 0),
+    ):
+        lines.append(f"{label:>7} | " + " | ".join(f"{result[key]:22.{digits}f}" for result in results))
+    lines.append(
+        f"{'>=thr @':>7} | "
+        + " | ".join(f"{result['first_step_at_threshold'] or '-':>22}" for result in results)
+    )
+    return "\n".join(lines)
+
+
+def zoo_yaml(hyperparams: dict[str, Any], env_id: str) -> str:
+    """
+    :param hyperparams: Zoo-style settings.
+    :param env_id: The yml key.
+    :return: The settings as an rl-zoo ``hyperparams/twm.yml`` entry (``policy_kwargs`` as a ``dict(...)`` string,
+        which the zoo evaluates; other nested settings as YAML mappings).
+    """
+    params = copy.deepcopy(hyperparams)
+
+    def scalar(value: Any) -> str:
+        if isinstance(value, float):
+            return repr(value) if "e" in repr(value) or value >= 1e4 or value != int(value) else f"{value:.1f}"
+        return json.dumps(value)
+
+    lines = [f"{env_id}:"]
+    for key, value in params.items():
+        if key == "policy_kwargs":
+            inner = ", ".join(f"{k}={v!r}" for k, v in value.items())
+            lines.append(f'  policy_kwargs: "dict({inner})"')
+        elif isinstance(value, dict):
+            lines.append(f"  {key}:")
+            lines.extend(f"    {k}: {scalar(v)}" for k, v in value.items())
+        else:
+            lines.append(f"  {key}: {scalar(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def add_arguments(parser: argparse.ArgumentParser, task: LearningTask) -> None:
+    """
+    :param parser: The command's parser.
+    :param task: The check whose defaults the options take.
+    """
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Seeds to run, one after another.")
+    parser.add_argument("--timesteps", type=int, default=task.hyperparams["n_timesteps"], help="Env steps per seed.")
+    parser.add_argument("--eval-freq", type=int, default=1000, help="Env steps between evaluations.")
+    parser.add_argument("--eval-episodes", type=int, default=10, help="Episodes per evaluation.")
+    parser.add_argument("--criterion", choices=["deterministic", "sampled"], default="deterministic",
+                        help="Which evaluation must reach the threshold: greedy actions (SB3's and the zoo's default "
+                             "for non-Atari envs) or actions sampled from the policy. Both are always recorded.")  # fmt: skip
+    parser.add_argument("--threshold", type=float, default=task.threshold, help="Mean return a seed must reach.")
+    parser.add_argument("--min-successes", type=int, default=task.min_successes,
+                        help="Seeds that must reach the threshold.")  # fmt: skip
+    parser.add_argument("--max-minutes", type=float, default=task.max_minutes,
+                        help="Training time limit per seed (evaluation excluded); a slower seed fails.")  # fmt: skip
+    parser.add_argument("--torch-threads", type=int, default=1,
+                        help="torch.set_num_threads: 1 is as fast for these small networks and does not slow down "
+                             "badly when the cores are shared (2 threads on 2 busy cores: ~40x slower matmuls).")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="Seeds trained at the same time, each in its own process with --torch-threads threads "
+                             "(2 on a 2-core machine: one core per seed).")  # fmt: skip
+    parser.add_argument("--output-dir", default=f"benchmark-results/{task.name}", help="Folder of the JSON and PNG.")
+    parser.add_argument("--json", default=None, help="Path of the JSON results (default: OUTPUT_DIR/results.json).")
+    parser.add_argument("--hyperparams", default=None,
+                        help="JSON object of overrides of the tuned settings (nested dicts merge), e.g. "
+                             "'{\"train_ratio\": 1.0, \"world_model_kwargs\": {\"num_layers\": 1}}'.")  # fmt: skip
+    parser.add_argument("--print-yaml", action="store_true", help="Print the hyperparameters as a zoo yml entry, exit.")
+    parser.add_argument("--quiet", action="store_true", help="Print only the summary.")
+
+
+def run(args: argparse.Namespace, task: LearningTask) -> int:
+    """
+    :param args: The options of :func:`add_arguments`.
+    :param task: The check.
+    :return: 0 when enough seeds reached the threshold in time, else 1.
+    """
+    hyperparams = merge_hyperparams(task.hyperparams, json.loads(args.hyperparams) if args.hyperparams else None)
+    if args.print_yaml:
+        print(zoo_yaml(hyperparams, task.env_id), end="")
+        return 0
+    th.set_num_threads(args.torch_threads)
+    os.makedirs(args.output_dir, exist_ok=True)
+    json_path = args.json or os.path.join(args.output_dir, "results.json")
+    png_path = os.path.join(args.output_dir, "curves.png")
+    print(f"TWM {hyperparams['policy']} on {task.env_id}: seeds {args.seeds}, {args.timesteps} steps, evaluation every "
+          f"{args.eval_freq} steps ({args.eval_episodes} episodes; criterion: {args.criterion} actions), torch threads "
+          f"{th.get_num_threads()}", flush=True)  # fmt: skip
+
+    train_seed = functools.partial(
+        run_seed,
+        timesteps=args.timesteps,
+        eval_freq=args.eval_freq,
+        env_id=task.env_id,
+        hyperparams=hyperparams,
+        threshold=args.threshold,
+        n_eval_episodes=args.eval_episodes,
+        criterion=args.criterion,
+        verbose=0 if args.quiet else 1,
+    )
+    pool = None
+    if args.workers > 1:
+        # One process per seed, each with its own torch threads: seeds then run side by side on separate cores.
+        pool = concurrent.futures.ProcessPoolExecutor(
+            args.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=th.set_num_threads,
+            initargs=(args.torch_threads,),
+        )
+    outcomes: Iterator[dict[str, Any]] = (pool.map if pool else map)(train_seed, args.seeds)
+
+    results = []
+    for seed, result in zip(args.seeds, outcomes):
+        result["within_time"] = result["training_seconds"] <= args.max_minutes * 60
+        result["success"] = result["first_step_at_threshold"] is not None and result["within_time"]
+        results.append(result)
+        print(f"seed {seed}: best {result['best_mean_return']:.1f}, reached {args.threshold:g} at "
+              f"{result['first_step_at_threshold']}, training {result['training_seconds']:.0f} s, "
+              f"evaluation {result['evaluation_seconds']:.0f} s", flush=True)  # fmt: skip
+        # Written after every seed, so a long run leaves partial results behind.
+        successes = sum(r["success"] for r in results)
+        summary = {
+            "benchmark": task.name,
+            "env_id": task.env_id,
+            "sb3_twm_version": sb3_twm.__version__,
+            "torch_version": th.__version__,
+            "torch_threads": args.torch_threads,
+            "workers": args.workers,
+            "cpu_count": os.cpu_count(),
+            "machine": platform.platform(),
+            "timesteps": args.timesteps,
+            "eval_freq": args.eval_freq,
+            "eval_episodes": args.eval_episodes,
+            "threshold": args.threshold,
+            "criterion": args.criterion,
+            "min_successes": args.min_successes,
+            "max_minutes": args.max_minutes,
+            "hyperparams": hyperparams,
+            "successes": successes,
+            "passed": successes >= args.min_successes,
+            "seeds": results,
+        }
+        with open(json_path, "w") as file:
+            json.dump(summary, file, indent=2)
+        title = f"TWM {hyperparams['policy']} on {task.env_id} ({len(results)} seed{'s' * (len(results) != 1)})"
+        plot_curves(results, png_path, args.threshold, title, task.return_range)
+
+    if pool is not None:
+        pool.shutdown()
+    print()
+    print(format_table(results))
+    print()
+    print(f"{successes}/{len(results)} seeds reached a mean return of {args.threshold:g} within {args.timesteps} steps "
+          f"and {args.max_minutes:g} min of training (need {args.min_successes}): "
+          f"{'PASSED' if summary['passed'] else 'FAILED'}")  # fmt: skip
+    print(f"results: {json_path}\nplot: {png_path}")
+    return 0 if summary["passed"] else 1
