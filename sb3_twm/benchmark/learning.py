@@ -103,9 +103,8 @@ def make_eval_env(env_id: str, seed: int, hyperparams: dict[str, Any]) -> VecEnv
         statistics are copied from the training env before each evaluation.
     :return: The evaluation env.
     """
-    params = hyperparams
     eval_env: VecEnv = DummyVecEnv([lambda: Monitor(gym.make(env_id))])
-    if params.get("normalize"):
+    if hyperparams.get("normalize"):
         eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
     eval_env.seed(seed)
     return eval_env

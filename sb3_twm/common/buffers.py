@@ -128,8 +128,11 @@ class TWMReplayBuffer(ReplayBuffer):
 
         # np.zeros only reserves virtual memory: pages are committed as data is written.
         self.observations = np.zeros((self.buffer_size, self.n_envs, *self.obs_shape), dtype=observation_space.dtype)
-        # (buffer_size, n_envs) discrete actions, or (buffer_size, n_envs, action_dim) continuous ones
-        self.actions = np.zeros((self.buffer_size, self.n_envs, *self.action_shape), dtype=self.action_dtype)
+        # Per step and env: one discrete action, or SB3's action_dim values of a flattened Box action.
+        self.discrete_actions = isinstance(action_space, spaces.Discrete)
+        self.action_shape: tuple[int, ...] = () if self.discrete_actions else (self.action_dim,)
+        action_dtype = np.int64 if self.discrete_actions else np.float32
+        self.actions = np.zeros((self.buffer_size, self.n_envs, *self.action_shape), dtype=action_dtype)
         self.rewards = np.zeros((self.buffer_size, self.n_envs), dtype=np.float32)
         self.terminated = np.zeros((self.buffer_size, self.n_envs), dtype=bool)
         self.truncated = np.zeros((self.buffer_size, self.n_envs), dtype=bool)
@@ -148,19 +151,6 @@ class TWMReplayBuffer(ReplayBuffer):
                     f"replay buffer {total_bytes / 1e9:.2f}GB > {available / 1e9:.2f}GB",
                     stacklevel=2,
                 )
-
-    @property
-    def discrete_actions(self) -> bool:
-        return isinstance(self.action_space, spaces.Discrete)
-
-    @property
-    def action_shape(self) -> tuple[int, ...]:
-        """:return: ``()`` for discrete actions, ``(action_dim,)`` for Box actions (flattened)."""
-        return () if self.discrete_actions else (int(np.prod(self.action_space.shape)),)
-
-    @property
-    def action_dtype(self) -> type[np.generic]:
-        return np.int64 if self.discrete_actions else np.float32
 
     # ------------------------------------------------------------------ storage
 
