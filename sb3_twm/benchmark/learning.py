@@ -31,6 +31,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize, 
 
 import sb3_twm
 from sb3_twm import TWM
+from sb3_twm.benchmark import diagnostics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +120,11 @@ class EvalCurveCallback(BaseCallback):
     :param eval_freq: Env steps between evaluations.
     :param n_eval_episodes: Episodes per evaluation.
     :param verbose: 1 prints each evaluation.
+    :param diagnose_episodes: With more than 0, each evaluation also records
+        :func:`sb3_twm.benchmark.diagnostics.diagnose` on this many greedy episodes (under ``"diagnostics"``).
+    :param env_id: The Gymnasium env (for the diagnostics).
+    :param records_path: Append each evaluation's record to this JSON-lines file as it is made (None: keep them in
+        memory only), so that a long run can be looked at, or a stopped one read, before it ends.
     """
 
     def __init__(
@@ -127,11 +133,17 @@ class EvalCurveCallback(BaseCallback):
         eval_freq: int,
         n_eval_episodes: int = 10,
         verbose: int = 0,
+        diagnose_episodes: int = 0,
+        env_id: str = "",
+        records_path: str | None = None,
     ) -> None:
         super().__init__(verbose)
         self.eval_env = eval_env
         self.eval_freq = eval_freq
         self.n_eval_episodes = n_eval_episodes
+        self.diagnose_episodes = diagnose_episodes
+        self.env_id = env_id
+        self.records_path = records_path
         self.records: list[dict[str, Any]] = []
         self.eval_seconds = 0.0
         self._start = 0.0
@@ -147,9 +159,14 @@ class EvalCurveCallback(BaseCallback):
             )
             record[f"{prefix}mean_return"] = float(np.mean(returns))
             record[f"{prefix}std_return"] = float(np.std(returns))
+        if self.diagnose_episodes > 0:
+            record["diagnostics"] = diagnostics.diagnose(self.model, self.eval_env, self.env_id, self.diagnose_episodes)
         self.eval_seconds += time.perf_counter() - start
         record["wall_s"] = time.perf_counter() - self._start - self.eval_seconds  # training time so far
         self.records.append(record)
+        if self.records_path is not None:
+            with open(self.records_path, "a") as file:
+                file.write(json.dumps(record) + "\n")
         if self.verbose >= 1:
             print(
                 f"  seed {self.model.seed} step {record['step']:>6}: mean return, greedy "
@@ -178,6 +195,8 @@ def run_seed(
     n_eval_episodes: int = 10,
     criterion: str = "deterministic",
     verbose: int = 1,
+    diagnose_episodes: int = 0,
+    records_path: str | None = None,
 ) -> dict[str, Any]:
     """
     Train one seed and evaluate it along the way, with greedy and with sampled actions.
@@ -192,6 +211,9 @@ def run_seed(
     :param verbose: 1 prints each evaluation.
     :param criterion: Which evaluation decides ``first_step_at_threshold``: ``"deterministic"`` (greedy actions, the
         default of SB3's ``evaluate_policy``/``EvalCallback`` and rl-zoo3's for non-Atari envs) or ``"sampled"``.
+    :param diagnose_episodes: With more than 0, record :mod:`~sb3_twm.benchmark.diagnostics` at each evaluation on
+        this many greedy episodes (``diagnostics`` in the result).
+    :param records_path: Also append each evaluation's record to this JSON-lines file as it is made.
     :return: ``steps``, ``mean_return``/``std_return`` (sampled actions), ``deterministic_mean_return``/
         ``deterministic_std_return`` (greedy), ``train_wall_s`` at each evaluation, the total training and evaluation
         times, and ``first_step_at_threshold`` (None if never).
@@ -200,7 +222,7 @@ def run_seed(
         raise ValueError(f"criterion must be 'deterministic' or 'sampled', got {criterion!r}")
     eval_env = make_eval_env(env_id, seed + 10_000, hyperparams)
     model = make_model(env_id, seed, hyperparams, device="cpu")
-    callback = EvalCurveCallback(eval_env, eval_freq, n_eval_episodes, verbose=verbose)
+    callback = EvalCurveCallback(eval_env, eval_freq, n_eval_episodes, verbose, diagnose_episodes, env_id, records_path)
     start = time.perf_counter()
     model.learn(timesteps, callback=callback)
     total = time.perf_counter() - start
@@ -217,6 +239,8 @@ def run_seed(
     for key in records[0]:
         if key.endswith("_return"):
             result[key] = [r[key] for r in records]
+    if diagnose_episodes > 0:
+        result["diagnostics"] = [r["diagnostics"] for r in records]
     key = "deterministic_mean_return" if criterion == "deterministic" else "mean_return"
     reached = [r["step"] for r in records if r[key] >= threshold]
     result.update(
@@ -235,8 +259,16 @@ def run_seed(
     return result
 
 
+def _run_seed_with_records(seed: int, records_dir: str, **kwargs: Any) -> dict[str, Any]:
+    # A module-level function, so that worker processes can unpickle it.
+    path = os.path.join(records_dir, f"seed-{seed}-evaluations.jsonl")
+    if os.path.exists(path):
+        os.remove(path)
+    return run_seed(seed, records_path=path, **kwargs)
+
+
 def plot_curves(
-    results: list[dict[str, Any]], path: str, threshold: float, title: str, return_range: tuple[float, float]
+    results: list[dict[str, Any]], path: str, threshold: float, title: str, return_range: tuple[float, float] | None
 ) -> None:
     """
     Write a PNG of mean evaluation return against env steps: per seed, greedy actions as a solid line with the std as
@@ -246,7 +278,7 @@ def plot_curves(
     :param path: PNG path.
     :param threshold: Drawn as a horizontal line.
     :param title: Plot title.
-    :param return_range: The y range.
+    :param return_range: The y range (None: matplotlib's).
     """
     import matplotlib
 
@@ -265,7 +297,8 @@ def plot_curves(
     axes.axhline(threshold, color="grey", linestyle=":", label=f"threshold {threshold:g}")
     axes.set_xlabel("env steps")
     axes.set_ylabel("mean evaluation return (10 episodes)")
-    axes.set_ylim(*return_range)
+    if return_range is not None:
+        axes.set_ylim(*return_range)
     axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="upper left")
@@ -338,6 +371,9 @@ def add_arguments(parser: argparse.ArgumentParser, task: LearningTask) -> None:
     :param task: The check whose defaults the options take.
     """
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Seeds to run, one after another.")
+    parser.add_argument("--env-id", default=task.env_id,
+                        help="Train on another Gymnasium env with the same settings (for information: the threshold "
+                             "and plot range stay the check's unless given).")  # fmt: skip
     parser.add_argument("--timesteps", type=int, default=task.hyperparams["n_timesteps"], help="Env steps per seed.")
     parser.add_argument("--eval-freq", type=int, default=1000, help="Env steps between evaluations.")
     parser.add_argument("--eval-episodes", type=int, default=10, help="Episodes per evaluation.")
@@ -361,6 +397,9 @@ def add_arguments(parser: argparse.ArgumentParser, task: LearningTask) -> None:
                         help="JSON object of overrides of the tuned settings (nested dicts merge), e.g. "
                              "'{\"train_ratio\": 1.0, \"world_model_kwargs\": {\"num_layers\": 1}}'.")  # fmt: skip
     parser.add_argument("--print-yaml", action="store_true", help="Print the hyperparameters as a zoo yml entry, exit.")
+    parser.add_argument("--diagnose", type=int, default=0, metavar="EPISODES",
+                        help="At each evaluation, also play this many greedy episodes and record what the world "
+                             "model and critic make of them and of the dataset's terminations (diagnostics.png).")  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="Print only the summary.")
 
 
@@ -372,26 +411,28 @@ def run(args: argparse.Namespace, task: LearningTask) -> int:
     """
     hyperparams = merge_hyperparams(task.hyperparams, json.loads(args.hyperparams) if args.hyperparams else None)
     if args.print_yaml:
-        print(zoo_yaml(hyperparams, task.env_id), end="")
+        print(zoo_yaml(hyperparams, args.env_id), end="")
         return 0
     th.set_num_threads(args.torch_threads)
     os.makedirs(args.output_dir, exist_ok=True)
     json_path = args.json or os.path.join(args.output_dir, "results.json")
     png_path = os.path.join(args.output_dir, "curves.png")
-    print(f"TWM {hyperparams['policy']} on {task.env_id}: seeds {args.seeds}, {args.timesteps} steps, evaluation every "
+    print(f"TWM {hyperparams['policy']} on {args.env_id}: seeds {args.seeds}, {args.timesteps} steps, evaluation every "
           f"{args.eval_freq} steps ({args.eval_episodes} episodes; criterion: {args.criterion} actions), torch threads "
           f"{th.get_num_threads()}", flush=True)  # fmt: skip
 
     train_seed = functools.partial(
-        run_seed,
+        _run_seed_with_records,
+        records_dir=args.output_dir,
         timesteps=args.timesteps,
         eval_freq=args.eval_freq,
-        env_id=task.env_id,
+        env_id=args.env_id,
         hyperparams=hyperparams,
         threshold=args.threshold,
         n_eval_episodes=args.eval_episodes,
         criterion=args.criterion,
         verbose=0 if args.quiet else 1,
+        diagnose_episodes=args.diagnose,
     )
     pool = None
     if args.workers > 1:
@@ -416,7 +457,7 @@ def run(args: argparse.Namespace, task: LearningTask) -> int:
         successes = sum(r["success"] for r in results)
         summary = {
             "benchmark": task.name,
-            "env_id": task.env_id,
+            "env_id": args.env_id,
             "sb3_twm_version": sb3_twm.__version__,
             "torch_version": th.__version__,
             "torch_threads": args.torch_threads,
@@ -437,8 +478,12 @@ def run(args: argparse.Namespace, task: LearningTask) -> int:
         }
         with open(json_path, "w") as file:
             json.dump(summary, file, indent=2)
-        title = f"TWM {hyperparams['policy']} on {task.env_id} ({len(results)} seed{'s' * (len(results) != 1)})"
-        plot_curves(results, png_path, args.threshold, title, task.return_range)
+        title = f"TWM {hyperparams['policy']} on {args.env_id} ({len(results)} seed{'s' * (len(results) != 1)})"
+        # Another env's returns have their own range.
+        return_range = task.return_range if args.env_id == task.env_id else None
+        plot_curves(results, png_path, args.threshold, title, return_range)
+        if args.diagnose > 0:
+            diagnostics.plot_diagnostics(results, os.path.join(args.output_dir, "diagnostics.png"), title)
 
     if pool is not None:
         pool.shutdown()

@@ -29,6 +29,10 @@ class Metrics:
             else:
                 self._sums[name], self._counts[name] = value.clone(), 1
 
+    def means(self) -> dict[str, float]:
+        """:return: The mean of every metric since the last write, by name (reads them from the device)."""
+        return {name: float(total / self._counts[name]) for name, total in self._sums.items()}
+
     def write(self, logger: Logger) -> None:
         """
         Record the mean of every metric since the last write (``train/<name>``, pretraining metrics under their own

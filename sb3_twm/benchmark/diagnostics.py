@@ -1,0 +1,362 @@
+"""
+What the world model and the actor-critic make of real play, recorded along a learning check
+(``python -m sb3_twm.benchmark learn-cartpole --diagnose``): at each evaluation, greedy episodes are played on the
+evaluation env and passed through the networks, teacher-forced, and the dataset's terminal steps are scored too.
+
+Per evaluation it records how the episodes ended, the termination probability the dynamics model gives the real
+terminal steps (of the episodes and of the dataset, by cause for CartPole) and the largest one it gives a step that
+went on, its reward error, the critic's values against the real discounted returns (overall and over the last steps
+before a termination), and the entropies of the latent and of the actor. ``plot_diagnostics`` draws them against env
+steps next to the return curve; ``python -m sb3_twm.benchmark.diagnostics OUTPUT_DIR`` draws them from the records a
+check writes as it goes (``seed-N-evaluations.jsonl``), also while it runs.
+"""
+
+import argparse
+import glob
+import json
+import os
+import re
+from typing import Any
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
+
+from sb3_twm.common.buffers import REWARD_TRANSFORMS
+from sb3_twm.common.distributions import categorical_entropy
+
+# CartPole-v1 terminates when the cart leaves +-2.4 or the pole leans beyond 12 degrees (gymnasium's CartPoleEnv).
+CARTPOLE_X_LIMIT = 2.4
+CARTPOLE_ANGLE_LIMIT = 12 * 2 * np.pi / 360
+# Steps before a termination over which the critic's anticipation is measured.
+FINAL_STEPS = 20
+
+
+def termination_cause(env_id: str, observation: np.ndarray) -> str:
+    """
+    :param env_id: The Gymnasium env.
+    :param observation: The original (unnormalised) observation at or just before the termination.
+    :return: ``"cart off track"`` or ``"pole fell"`` for CartPole (whichever limit the state is nearer to, relative
+        to the limit), ``"terminated"`` for other envs.
+    """
+    if not env_id.startswith("CartPole"):
+        return "terminated"
+    position, angle = abs(float(observation[0])), abs(float(observation[2]))
+    return "cart off track" if position / CARTPOLE_X_LIMIT >= angle / CARTPOLE_ANGLE_LIMIT else "pole fell"
+
+
+def play_episodes(model: Any, eval_env: VecEnv, n_episodes: int, deterministic: bool = True) -> list[dict[str, Any]]:
+    """
+    Play whole episodes with the model's policy on a one-env evaluation env.
+
+    :param model: A TWM model.
+    :param eval_env: Evaluation env (one env, possibly in a frozen ``VecNormalize``).
+    :param n_episodes: Episodes.
+    :param deterministic: Greedy actions.
+    :return: Per episode, the original observations ``(S, *obs_shape)``, actions, rewards, whether it terminated
+        (rather than being truncated) and its terminal original observation.
+    """
+    vec_normalize = unwrap_vec_normalize(eval_env)
+    episodes = []
+    observation = eval_env.reset()
+    for _ in range(n_episodes):
+        observations, actions, rewards = [], [], []
+        while True:
+            original = vec_normalize.get_original_obs() if vec_normalize is not None else observation
+            action, _ = model.predict(observation, deterministic=deterministic)
+            next_observation, reward, done, infos = eval_env.step(action)
+            observations.append(np.asarray(original[0]))
+            actions.append(np.asarray(action[0]))
+            reward_value = vec_normalize.get_original_reward()[0] if vec_normalize is not None else reward[0]
+            rewards.append(float(reward_value))
+            observation = next_observation
+            if done[0]:
+                info = infos[0]
+                terminal = np.asarray(info["terminal_observation"])
+                if vec_normalize is not None:
+                    terminal = vec_normalize.unnormalize_obs(terminal)
+                episodes.append({
+                    "observations": np.stack(observations),
+                    "actions": np.stack(actions),
+                    "rewards": np.asarray(rewards, dtype=np.float32),
+                    "terminated": not info.get("TimeLimit.truncated", False),
+                    "terminal_observation": terminal,
+                })  # fmt: skip
+                break
+    return episodes
+
+
+@th.no_grad()
+def _score_sequences(model: Any, observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> dict[str, Any]:
+    # observations: (B, S, *obs_shape) original; actions: (B, S) or (B, S, A); rewards: (B, S) raw. No dones inside.
+    buffer = model.replay_buffer
+    features = buffer.observation_features(observations, model._vec_normalize_env)
+    encoder = model.policy.encoder
+    logits = encoder(features)  # (B, S, K, C)
+    z = encoder.latent(features, temperature=0.0)  # (B, S, K*C)
+    scaled = th.as_tensor(rewards, dtype=th.float32) * buffer.reward_scale
+    transformed = REWARD_TRANSFORMS[buffer.reward_transform](scaled)
+    dynamics = model.world_model.dynamics_model
+    was_training = dynamics.training
+    dynamics.eval()
+    action_tensor = th.as_tensor(actions, dtype=th.long if buffer.discrete_actions else th.float32)
+    prediction = dynamics(z, action_tensor, transformed[:, :-1], th.zeros_like(transformed[:, :-1], dtype=th.bool))
+    dynamics.train(was_training)
+    continue_probability = prediction.discount_logits.float().sigmoid() / model.gamma  # (B, S)
+    actor_logits = model.policy.actor(z)
+    distribution = model.policy.action_distribution
+    return {
+        "z": z,
+        "transformed_rewards": transformed,
+        "termination_probability": (1.0 - continue_probability).clamp(0.0, 1.0),
+        "reward_error": (prediction.reward.float() - transformed).abs(),
+        "values": model.critic(z).squeeze(-1).float(),
+        "latent_entropy": categorical_entropy(logits) / np.log(logits.shape[-1]),  # (B, S, K)
+        "actor_entropy": distribution.normalized_entropy(actor_logits),
+    }
+
+
+def episode_diagnostics(model: Any, episodes: list[dict[str, Any]], env_id: str) -> dict[str, Any]:
+    """
+    Pass played episodes through the networks.
+
+    :param model: A TWM model.
+    :param episodes: What :func:`play_episodes` returned.
+    :param env_id: The Gymnasium env (for the termination causes).
+    :return: Means over the episodes (see the module docstring); None where no episode terminated.
+    """
+    causes: dict[str, int] = {}
+    terminal_probabilities, false_alarms, reward_errors, latent, actor = [], [], [], [], []
+    value_errors, final_value_errors, final_values, final_returns = [], [], [], []
+    for episode in episodes:
+        scores = _score_sequences(model, episode["observations"][None], episode["actions"][None], episode["rewards"][None])
+        termination = scores["termination_probability"][0].numpy()
+        values = scores["values"][0].numpy()
+        rewards = scores["transformed_rewards"][0].numpy()
+        # Real discounted returns; a truncated episode bootstraps from the critic's last value.
+        returns = np.zeros_like(rewards)
+        following = 0.0 if episode["terminated"] else float(values[-1])
+        for t in reversed(range(len(rewards))):
+            following = rewards[t] + model.gamma * following
+            returns[t] = following
+        value_errors.append(float(np.mean(values - returns)))
+        reward_errors.append(float(scores["reward_error"].mean()))
+        latent.append(float(scores["latent_entropy"].mean()))
+        actor.append(float(scores["actor_entropy"].mean()))
+        if episode["terminated"]:
+            cause = termination_cause(env_id, episode["terminal_observation"])
+            terminal_probabilities.append(float(termination[-1]))
+            final = slice(max(0, len(values) - FINAL_STEPS), None)
+            final_value_errors.append(float(np.mean(values[final] - returns[final])))
+            final_values.append(float(np.mean(values[final])))
+            final_returns.append(float(np.mean(returns[final])))
+        else:
+            cause = "truncated"
+        causes[cause] = causes.get(cause, 0) + 1
+        if len(termination) > 1:
+            false_alarms.append(float(termination[:-1].max()))
+
+    def mean(values: list[float]) -> float | None:
+        return float(np.mean(values)) if values else None
+
+    return {
+        "episode_lengths": [len(episode["rewards"]) for episode in episodes],
+        "causes": causes,
+        "episode_terminal_probability": mean(terminal_probabilities),
+        "episode_max_false_termination": mean(false_alarms),
+        "reward_error": mean(reward_errors),
+        "value_error": mean(value_errors),
+        "final_value_error": mean(final_value_errors),
+        "final_value": mean(final_values),
+        "final_return": mean(final_returns),
+        "latent_entropy": mean(latent),
+        "actor_entropy": mean(actor),
+    }
+
+
+def dataset_diagnostics(model: Any, env_id: str, window: int = 16, max_terminals: int = 256) -> dict[str, Any]:
+    """
+    Score the dataset's real terminations: each terminal step, with the ``window - 1`` steps before it of its episode
+    as context, is passed through the dynamics model.
+
+    :param model: A TWM model (one env).
+    :param env_id: The Gymnasium env (for the termination causes).
+    :param window: Steps per scored sequence.
+    :param max_terminals: At most this many of the newest terminal steps are scored.
+    :return: Per cause, how many terminations the dataset holds (``counts``, and ``recent_counts`` among the newest
+        1,000 steps) and the mean termination probability the dynamics model gives them (``terminal_probability``).
+    """
+    buffer = model.replay_buffer
+    size = buffer.size()
+    if buffer.n_envs != 1 or buffer.full:
+        raise ValueError("dataset_diagnostics reads one env's dataset that has not wrapped around.")
+    terminated = buffer.terminated[:size, 0]
+    dones = terminated | buffer.truncated[:size, 0]
+    counts: dict[str, int] = {}
+    recent_counts: dict[str, int] = {}
+    scored: dict[str, list[float]] = {}
+    indices = np.flatnonzero(terminated)
+    for index in indices:
+        cause = termination_cause(env_id, buffer.observations[index, 0])
+        counts[cause] = counts.get(cause, 0) + 1
+        if index >= size - 1000:
+            recent_counts[cause] = recent_counts.get(cause, 0) + 1
+    for index in indices[-max_terminals:]:
+        start = max(0, index - window + 1)
+        # The context starts after the previous episode's end.
+        earlier_dones = np.flatnonzero(dones[start:index])
+        if len(earlier_dones):
+            start += int(earlier_dones[-1]) + 1
+        steps = slice(start, index + 1)
+        scores = _score_sequences(
+            model, buffer.observations[steps, 0][None], buffer.actions[steps, 0][None], buffer.rewards[steps, 0][None]
+        )
+        cause = termination_cause(env_id, buffer.observations[index, 0])
+        scored.setdefault(cause, []).append(float(scores["termination_probability"][0, -1]))
+    return {
+        "counts": counts,
+        "recent_counts": recent_counts,
+        "terminal_probability": {cause: float(np.mean(values)) for cause, values in scored.items()},
+    }
+
+
+def diagnose(model: Any, eval_env: VecEnv, env_id: str, n_episodes: int) -> dict[str, Any]:
+    """
+    :param model: A TWM model.
+    :param eval_env: Evaluation env (its normalisation synchronised with the training env's).
+    :param env_id: The Gymnasium env.
+    :param n_episodes: Greedy episodes to play.
+    :return: :func:`episode_diagnostics` of fresh greedy episodes, :func:`dataset_diagnostics` under ``"dataset"``, and
+        under ``"training"`` the means of the training metrics since SB3 last wrote its logs (a few episodes: imagined
+        returns and values, losses, entropies).
+    """
+    episodes = play_episodes(model, eval_env, n_episodes, deterministic=True)
+    result = episode_diagnostics(model, episodes, env_id)
+    result["dataset"] = dataset_diagnostics(model, env_id)
+    result["training"] = model._metrics.means()
+    return result
+
+
+def plot_diagnostics(results: list[dict[str, Any]], path: str, title: str) -> None:
+    """
+    Write a PNG with one column per seed: the greedy return with how the episodes ended, the termination
+    probabilities given to real terminal steps (and the largest given to steps that went on), the critic against the
+    real returns before terminations, and the entropies.
+
+    :param results: ``run_seed`` results with ``diagnostics`` per evaluation.
+    :param path: PNG path.
+    :param title: Figure title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = 4
+    figure, axes = plt.subplots(rows, len(results), figsize=(5.5 * len(results), 2.6 * rows), squeeze=False)
+    for column, result in enumerate(results):
+        steps = np.asarray(result["steps"])
+        records = result["diagnostics"]
+
+        def series(key: str, records: list[dict[str, Any]] = records) -> np.ndarray:
+            return np.asarray([np.nan if record[key] is None else record[key] for record in records], dtype=float)
+
+        axis = axes[0, column]
+        axis.plot(steps, result["deterministic_mean_return"], color="black", marker="o", markersize=3,
+                  label="greedy return")  # fmt: skip
+        causes = sorted({cause for record in records for cause in record["causes"]})
+        twin = axis.twinx()
+        for cause in causes:
+            share = [record["causes"].get(cause, 0) / max(1, sum(record["causes"].values())) for record in records]
+            twin.plot(steps, share, linestyle="--", label=f"share: {cause}")
+        twin.set_ylim(-0.05, 1.05)
+        twin.set_ylabel("share of episodes")
+        axis.set_ylabel("return")
+        axis.set_title(f"seed {result['seed']}: evaluation (greedy)")
+        lines = axis.get_legend_handles_labels()
+        twin_lines = twin.get_legend_handles_labels()
+        axis.legend(lines[0] + twin_lines[0], lines[1] + twin_lines[1], fontsize=7, loc="center right")
+
+        axis = axes[1, column]
+        axis.plot(steps, series("episode_terminal_probability"), marker="o", markersize=3,
+                  label="eval episodes: real terminal step")  # fmt: skip
+        dataset_causes = sorted({cause for record in records for cause in record["dataset"]["terminal_probability"]})
+        for cause in dataset_causes:
+            values = [record["dataset"]["terminal_probability"].get(cause, np.nan) for record in records]
+            axis.plot(steps, values, linestyle="--", label=f"dataset: {cause}")
+        axis.plot(steps, series("episode_max_false_termination"), color="grey", linestyle=":",
+                  label="eval episodes: max over steps that went on")  # fmt: skip
+        axis.set_ylim(-0.05, 1.05)
+        axis.set_ylabel("P(termination)")
+        axis.set_title("dynamics model: predicted termination")
+        axis.legend(fontsize=7)
+
+        axis = axes[2, column]
+        axis.plot(steps, series("final_value"), marker="o", markersize=3,
+                  label=f"critic value, last {FINAL_STEPS} steps before termination")  # fmt: skip
+        axis.plot(steps, series("final_return"), marker="x", markersize=3, label="real return there")
+        axis.plot(steps, series("value_error"), color="grey", linestyle=":", label="mean value - return, all steps")
+        imagined = [record.get("training", {}).get("actor_critic/return", np.nan) for record in records]
+        axis.plot(steps, imagined, color="tab:green", alpha=0.7, label="imagined lambda-return at the start (training)")
+        axis.set_ylabel("value (transformed rewards)")
+        axis.set_title("critic vs real discounted returns")
+        axis.legend(fontsize=7)
+
+        axis = axes[3, column]
+        axis.plot(steps, series("latent_entropy"), label="latent (encoder) entropy / ln C")
+        axis.plot(steps, series("actor_entropy"), label="actor entropy (normalised)")
+        axis.set_ylim(-0.05, 1.05)
+        axis.set_xlabel("env steps")
+        axis.set_title("entropies on evaluation states")
+        axis.legend(fontsize=7)
+        for row in range(rows):
+            axes[row, column].grid(alpha=0.3)
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def results_from_records(paths: list[str]) -> list[dict[str, Any]]:
+    """
+    :param paths: ``seed-N-evaluations.jsonl`` files written by a learning check with ``--diagnose``.
+    :return: Per seed, the curves in ``run_seed``'s layout (``seed``, ``steps``, the returns and ``diagnostics``).
+    """
+    results = []
+    for path in sorted(paths):
+        match = re.search(r"seed-(-?\d+)-evaluations\.jsonl$", path)
+        with open(path) as file:
+            records = [json.loads(line) for line in file if line.strip()]
+        if not records or "diagnostics" not in records[0]:
+            continue
+        result: dict[str, Any] = {"seed": int(match.group(1)) if match else len(results)}
+        result["steps"] = [record["step"] for record in records]
+        for key in ("deterministic_mean_return", "mean_return"):
+            result[key] = [record[key] for record in records]
+        result["diagnostics"] = [record["diagnostics"] for record in records]
+        results.append(result)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """
+    Plot the diagnostics of a learning check's output folder.
+
+    :param argv: The arguments (default: ``sys.argv[1:]``).
+    :return: The exit status.
+    """
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("output_dir", help="The check's --output-dir (it holds seed-N-evaluations.jsonl).")
+    parser.add_argument("--png", default=None, help="Plot path (default: OUTPUT_DIR/diagnostics.png).")
+    args = parser.parse_args(argv)
+    results = results_from_records(glob.glob(os.path.join(args.output_dir, "seed-*-evaluations.jsonl")))
+    if not results:
+        parser.error(f"no records with diagnostics in {args.output_dir} (run the check with --diagnose EPISODES)")
+    path = args.png or os.path.join(args.output_dir, "diagnostics.png")
+    plot_diagnostics(results, path, f"{args.output_dir}: {len(results)} seed(s)")
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

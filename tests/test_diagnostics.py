@@ -1,0 +1,93 @@
+"""The learning checks' diagnostics (sb3_twm/benchmark/diagnostics.py): what the world model and critic make of play."""
+
+import copy
+from typing import Any
+
+import numpy as np
+import pytest
+import torch as th
+from configurations import TINY_MLP_POLICY_KWARGS, TINY_SCHEDULE_KWARGS
+
+from sb3_twm.benchmark import diagnostics
+from sb3_twm.benchmark.learning import make_eval_env, make_model, run_seed
+from sb3_twm.common.metrics import Metrics
+
+ENV_ID = "CartPole-v1"
+TINY_CARTPOLE: dict[str, Any] = {
+    "policy": "MlpPolicy",
+    **copy.deepcopy(TINY_SCHEDULE_KWARGS),
+    "policy_kwargs": copy.deepcopy(TINY_MLP_POLICY_KWARGS),
+    "normalize": {"norm_obs": True, "norm_reward": False},
+}
+
+
+def test_termination_cause() -> None:
+    assert diagnostics.termination_cause(ENV_ID, np.array([2.41, 0.3, 0.05, 0.0])) == "cart off track"
+    assert diagnostics.termination_cause(ENV_ID, np.array([-0.5, 0.0, -0.22, 0.0])) == "pole fell"
+    assert diagnostics.termination_cause("Acrobot-v1", np.zeros(6)) == "terminated"
+
+
+@pytest.fixture(scope="module")
+def trained() -> Any:
+    model = make_model(ENV_ID, 0, TINY_CARTPOLE, device="cpu")
+    model.learn(400)
+    return model
+
+
+def test_played_episodes_are_original_observations(trained: Any) -> None:
+    eval_env = make_eval_env(ENV_ID, 5, TINY_CARTPOLE)
+    eval_env.obs_rms = copy.deepcopy(trained.get_vec_normalize_env().obs_rms)
+    episodes = diagnostics.play_episodes(trained, eval_env, 3)
+    assert len(episodes) == 3
+    for episode in episodes:
+        length = len(episode["rewards"])
+        assert episode["observations"].shape == (length, 4) and episode["actions"].shape == (length,)
+        np.testing.assert_array_equal(episode["rewards"], np.ones(length, dtype=np.float32))
+        # Unnormalised: every state the episode went through is within CartPole's limits, the terminal one beyond.
+        assert np.all(np.abs(episode["observations"][:, 0]) <= diagnostics.CARTPOLE_X_LIMIT)
+        assert np.all(np.abs(episode["observations"][:, 2]) <= diagnostics.CARTPOLE_ANGLE_LIMIT)
+        assert episode["terminated"] == (length < 500)
+        if episode["terminated"]:
+            terminal = episode["terminal_observation"]
+            assert abs(terminal[0]) > diagnostics.CARTPOLE_X_LIMIT or abs(terminal[2]) > diagnostics.CARTPOLE_ANGLE_LIMIT
+
+
+def test_diagnose_scores_episodes_and_dataset(trained: Any) -> None:
+    eval_env = make_eval_env(ENV_ID, 5, TINY_CARTPOLE)
+    eval_env.obs_rms = copy.deepcopy(trained.get_vec_normalize_env().obs_rms)
+    visits = trained.replay_buffer.visits.copy()
+    result = diagnostics.diagnose(trained, eval_env, ENV_ID, 3)
+    assert sum(result["causes"].values()) == 3
+    assert result["causes"].get("truncated", 0) == sum(length == 500 for length in result["episode_lengths"])
+    for key in ("episode_terminal_probability", "episode_max_false_termination", "latent_entropy", "actor_entropy"):
+        assert 0.0 <= result[key] <= 1.0, key
+    dataset = result["dataset"]
+    assert sum(dataset["counts"].values()) == int(trained.replay_buffer.terminated.sum()) > 0
+    assert set(dataset["terminal_probability"]) <= set(dataset["counts"])
+    assert all(0.0 <= value <= 1.0 for value in dataset["terminal_probability"].values())
+    # Diagnosing changes nothing of the run: the dataset's visit counts and the networks' modes are as they were.
+    np.testing.assert_array_equal(trained.replay_buffer.visits, visits)
+    assert trained.world_model.dynamics_model.training == trained.world_model.training
+
+
+def test_run_seed_records_and_plots_diagnostics(tmp_path: Any) -> None:
+    records = tmp_path / "seed-0-evaluations.jsonl"
+    result = run_seed(0, 400, 200, ENV_ID, TINY_CARTPOLE, threshold=400.0, n_eval_episodes=2, verbose=0,
+                      diagnose_episodes=2, records_path=str(records))  # fmt: skip
+    assert len(result["diagnostics"]) == len(result["steps"]) == 3
+    # Training metrics since the logs were last written: the imagined returns the plot shows, once training ran.
+    assert "actor_critic/return" in result["diagnostics"][-1]["training"]
+    # The records written as the run went are the run's curves.
+    (read,) = diagnostics.results_from_records([str(records)])
+    assert read["seed"] == 0 and read["steps"] == result["steps"] == [0, 200, 400]
+    assert read["deterministic_mean_return"] == result["deterministic_mean_return"]
+    assert read["diagnostics"] == result["diagnostics"]
+    assert diagnostics.main([str(tmp_path)]) == 0
+    assert (tmp_path / "diagnostics.png").stat().st_size > 10_000
+
+
+def test_metric_means() -> None:
+    metrics = Metrics()
+    for value in (1.0, 2.0, 6.0):
+        metrics.record("actor_critic", {"return": th.tensor(value)})
+    assert metrics.means() == {"actor_critic/return": 3.0}
