@@ -28,6 +28,8 @@ from sb3_twm.common.distributions import categorical_entropy
 # CartPole-v1 terminates when the cart leaves +-2.4 or the pole leans beyond 12 degrees (gymnasium's CartPoleEnv).
 CARTPOLE_X_LIMIT = 2.4
 CARTPOLE_ANGLE_LIMIT = 12 * 2 * np.pi / 360
+# One colour per way an episode ended, the same in every panel and seed.
+CAUSE_COLORS = {"cart off track": "tab:blue", "pole fell": "tab:orange", "truncated": "tab:green", "terminated": "tab:red"}
 # Steps before a termination over which the critic's anticipation is measured.
 FINAL_STEPS = 20
 
@@ -268,7 +270,7 @@ def plot_diagnostics(results: list[dict[str, Any]], path: str, title: str) -> No
         twin = axis.twinx()
         for cause in causes:
             share = [record["causes"].get(cause, 0) / max(1, sum(record["causes"].values())) for record in records]
-            twin.plot(steps, share, linestyle="--", label=f"share: {cause}")
+            twin.plot(steps, share, linestyle="--", color=CAUSE_COLORS.get(cause), label=f"share: {cause}")
         twin.set_ylim(-0.05, 1.05)
         twin.set_ylabel("share of episodes")
         axis.set_ylabel("return")
@@ -278,12 +280,12 @@ def plot_diagnostics(results: list[dict[str, Any]], path: str, title: str) -> No
         axis.legend(lines[0] + twin_lines[0], lines[1] + twin_lines[1], fontsize=7, loc="center right")
 
         axis = axes[1, column]
-        axis.plot(steps, series("episode_terminal_probability"), marker="o", markersize=3,
+        axis.plot(steps, series("episode_terminal_probability"), color="black", marker="o", markersize=3,
                   label="eval episodes: real terminal step")  # fmt: skip
         dataset_causes = sorted({cause for record in records for cause in record["dataset"]["terminal_probability"]})
         for cause in dataset_causes:
             values = [record["dataset"]["terminal_probability"].get(cause, np.nan) for record in records]
-            axis.plot(steps, values, linestyle="--", label=f"dataset: {cause}")
+            axis.plot(steps, values, linestyle="--", color=CAUSE_COLORS.get(cause), label=f"dataset: {cause}")
         axis.plot(steps, series("episode_max_false_termination"), color="grey", linestyle=":",
                   label="eval episodes: max over steps that went on")  # fmt: skip
         axis.set_ylim(-0.05, 1.05)
@@ -297,7 +299,9 @@ def plot_diagnostics(results: list[dict[str, Any]], path: str, title: str) -> No
         axis.plot(steps, series("final_return"), marker="x", markersize=3, label="real return there")
         axis.plot(steps, series("value_error"), color="grey", linestyle=":", label="mean value - return, all steps")
         imagined = [record.get("training", {}).get("actor_critic/return", np.nan) for record in records]
-        axis.plot(steps, imagined, color="tab:green", alpha=0.7, label="imagined lambda-return at the start (training)")
+        axis.plot(
+            steps, imagined, color="tab:green", marker=".", alpha=0.7, label="imagined lambda-return at the start (training)"
+        )
         axis.set_ylabel("value (transformed rewards)")
         axis.set_title("critic vs real discounted returns")
         axis.legend(fontsize=7)
