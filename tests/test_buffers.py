@@ -359,6 +359,9 @@ def test_invalid_arguments():
             TWMReplayBuffer(10, OBS_SPACE, ACT_SPACE, temperature=temperature)
     with pytest.raises(ValueError, match="Discrete and spaces\\.Box"):
         TWMReplayBuffer(10, OBS_SPACE, spaces.MultiDiscrete([2, 2]))
+    for weight in (0.0, -2.0, float("nan"), float("inf"), True):
+        with pytest.raises(ValueError, match="termination_weight"):
+            TWMReplayBuffer(10, OBS_SPACE, ACT_SPACE, termination_weight=weight)
 
     buf = make_buffer(10)
     with pytest.raises(ValueError, match="empty"):
@@ -415,3 +418,41 @@ def test_reward_scale_multiplies_training_rewards_before_the_transform():
     for scale in (0.0, -1.0, float("nan")):
         with pytest.raises(ValueError, match="reward_scale"):
             make_buffer(10, reward_scale=scale)
+
+
+@pytest.mark.parametrize("n_envs", [1, 2])
+def test_terminating_starts_after_wraparound(n_envs):
+    # 25 steps in a ring of 12 per env: logical 0 is time 13. Env 0 terminates at times 15 and 22, env 1 at 18.
+    buf = make_buffer(12, n_envs)
+    fill(buf, 25, dones={15: [0], 18: [1], 22: [0]})
+    seq_len = 4
+    n_starts = 12 - seq_len + 1
+    flags = buf._terminating_starts(n_starts, seq_len)
+    assert flags.shape == (n_starts, n_envs)
+    # The trained steps of start k are logical k .. k + 3 (times k + 13 .. k + 16).
+    expected = {0: [k for k in range(n_starts) if any(k + 13 <= t <= k + 16 for t in (15, 22))], 1: [2, 3, 4, 5]}
+    for env in range(n_envs):
+        assert np.flatnonzero(flags[:, env]).tolist() == expected[env]
+
+
+def test_termination_weight_draws_terminating_sequences_more_often():
+    def share_terminating(weight: float) -> float:
+        th.manual_seed(0)
+        buf = make_buffer(400, termination_weight=weight)
+        fill(buf, 400, dones={200: [0]})
+        hits = 0
+        for _ in range(200):
+            batch = buf.sample_sequences(4, 5)
+            hits += int(batch.terminated[:, 1:].any(axis=1).sum())
+        return hits / 800
+
+    # 5 of 396 starts hold the termination among their trained steps: ~1.3% of draws, ~11% at weight 10.
+    assert share_terminating(1.0) < 0.04
+    assert 0.07 < share_terminating(10.0) < 0.2
+    # Weight 1 is the paper's sampling: the same draws as without the option.
+    draws = []
+    for buf in (make_buffer(50), make_buffer(50, termination_weight=1.0)):
+        fill(buf, 50, dones={20: [0]})
+        th.manual_seed(3)
+        draws.append([buf.sample_sequences(3, 4).starts for _ in range(5)])
+    np.testing.assert_array_equal(draws[0], draws[1])

@@ -280,6 +280,7 @@ def test_other_image_shapes(shape, tiny_kwargs):
         (ImageEnv((64, 64, 4)), {"reward_scale": 0.0}, "reward_scale must be a finite number > 0"),
         (ImageEnv((64, 64, 4)), {"world_model_kwargs": {"layers": 3}}, "Unknown world_model_kwargs"),
         (ImageEnv((64, 64, 4)), {"buffer_temperature": 0.0}, "buffer_temperature must be > 0"),
+        (ImageEnv((64, 64, 4)), {"replay_buffer_kwargs": {"termination_weight": 0.0}}, "termination_weight must be"),
         (ImageEnv((64, 64, 4)), {"train_ratio": -1.0}, "train_ratio must be > 0"),
         (ImageEnv((64, 64, 4)), {"critic_optimizer_kwargs": {"lr": -1.0}}, "lr must be >= 0"),
         (ImageEnv((64, 64, 4)), {"critic_optimizer_kwargs": {"momentum": 0.9}}, "Unknown optimizer settings"),
@@ -288,6 +289,15 @@ def test_other_image_shapes(shape, tiny_kwargs):
 def test_invalid_input_is_refused_with_a_clear_message(env, kwargs, message, tiny_kwargs):
     with pytest.raises(ValueError, match=message):
         TWM("CnnPolicy", env, **{**tiny_kwargs, **kwargs})
+
+
+def test_termination_weight_reaches_the_dataset_and_survives_save_load(tiny_kwargs, tmp_path):
+    kwargs = {**tiny_kwargs, "policy_kwargs": {"latent_categoricals": 4, "latent_classes": 4}}
+    model = TWM("MlpPolicy", "CartPole-v1", replay_buffer_kwargs={"termination_weight": 5.0}, **kwargs)
+    assert model.replay_buffer.termination_weight == 5.0
+    model.save(tmp_path / "model.zip")
+    assert TWM.load(tmp_path / "model.zip").replay_buffer.termination_weight == 5.0
+    assert TWM("MlpPolicy", "CartPole-v1", **kwargs).replay_buffer.termination_weight == 1.0
 
 
 def test_dict_observations_are_refused(tiny_kwargs):

@@ -18,6 +18,7 @@ computed from the ``terminated`` and ``truncated`` flags it keeps, on each acces
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -69,6 +70,10 @@ class TWMReplayBuffer(ReplayBuffer):
         ``"none"``); the dataset itself keeps the raw rewards
     :param normalize_images: Scale image observations of training batches to [0, 1]
     :param reward_scale: Multiplies the rewards of training batches before ``reward_transform`` (1: unchanged)
+    :param termination_weight: Sequences in which an episode terminates are drawn this many times as often as their
+        visit counts alone make them (1: the paper's sampling, unchanged). Terminations are one step per episode, and
+        rarer the better the agent plays, yet they are all the world model learns them from, and the imagination
+        starts near them all the critic learns their cost from.
     """
 
     observations: np.ndarray
@@ -92,6 +97,7 @@ class TWMReplayBuffer(ReplayBuffer):
         reward_transform: str = "none",
         normalize_images: bool = True,
         reward_scale: float = 1.0,
+        termination_weight: float = 1.0,
     ):
         if int(buffer_size) <= 0:
             raise ValueError(f"buffer_size must be a positive integer, got {buffer_size}")
@@ -103,6 +109,10 @@ class TWMReplayBuffer(ReplayBuffer):
             raise ValueError(f"reward_transform must be one of {sorted(REWARD_TRANSFORMS)}, got {reward_transform!r}")
         if not (float(reward_scale) > 0.0 and np.isfinite(reward_scale)):
             raise ValueError(f"reward_scale must be a finite number > 0, got {reward_scale}")
+        if isinstance(termination_weight, bool) or not (float(termination_weight) > 0.0 and np.isfinite(termination_weight)):
+            raise ValueError(
+                f"termination_weight must be a finite number > 0 (1: the paper's sampling), got {termination_weight}"
+            )
         if not isinstance(action_space, (spaces.Discrete, spaces.Box)):
             raise ValueError(
                 "TWMReplayBuffer only supports spaces.Discrete and spaces.Box action spaces, got "
@@ -124,6 +134,7 @@ class TWMReplayBuffer(ReplayBuffer):
         self.temperature = float(temperature)
         self.reward_transform = reward_transform
         self.reward_scale = float(reward_scale)
+        self.termination_weight = float(termination_weight)
         self.normalize_images = normalize_images
 
         # np.zeros only reserves virtual memory: pages are committed as data is written.
@@ -318,6 +329,9 @@ class TWMReplayBuffer(ReplayBuffer):
         # (n_starts, n_envs) physical slots of all candidate starts, flattened as k * n_envs + env
         start_phys = self._physical(np.arange(n_starts, dtype=np.int64))
         logits = th.from_numpy(-self.visits[start_phys].reshape(-1) / self.temperature)
+        if self.termination_weight != 1.0:
+            terminating = self._terminating_starts(n_starts, int(sequence_length)).reshape(-1)
+            logits = logits + math.log(self.termination_weight) * th.from_numpy(terminating.astype(np.float64))
         probs = th.softmax(logits, dim=0)
         flat = th.multinomial(probs, int(batch_size), replacement=False).numpy()
         starts, env_indices = np.divmod(flat, self.n_envs)
@@ -325,6 +339,17 @@ class TWMReplayBuffer(ReplayBuffer):
         # Only the start slot counts a visit: it is what the sampling distribution is over.
         np.add.at(self.visits, (start_phys[starts], env_indices), 1)
         return self._gather(starts, env_indices, int(sequence_length))
+
+    def _terminating_starts(self, n_starts: int, sequence_length: int) -> np.ndarray:
+        """
+        :param n_starts: Candidate starts per env (logical ``0 .. n_starts - 1``).
+        :param sequence_length: ``T``.
+        :return: ``(n_starts, n_envs)`` bool: an episode terminates at one of the trained steps ``k .. k + T - 1`` of
+            the sequence starting at ``k``.
+        """
+        terminated = self.terminated[self._physical(np.arange(self.size(), dtype=np.int64))]  # (size, n_envs)
+        counts = np.concatenate([np.zeros((1, self.n_envs), dtype=np.int64), np.cumsum(terminated, axis=0)])
+        return counts[sequence_length : sequence_length + n_starts] > counts[:n_starts]
 
     def latest_sequences(self, count: int, sequence_length: int) -> SequenceBatch:
         """
