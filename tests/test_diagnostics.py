@@ -30,7 +30,7 @@ def test_termination_cause() -> None:
 @pytest.fixture(scope="module")
 def trained() -> Any:
     model = make_model(ENV_ID, 0, TINY_CARTPOLE, device="cpu")
-    model.learn(400)
+    model.learn(300)
     return model
 
 
@@ -72,14 +72,14 @@ def test_diagnose_scores_episodes_and_dataset(trained: Any) -> None:
 
 def test_run_seed_records_and_plots_diagnostics(tmp_path: Any) -> None:
     records = tmp_path / "seed-0-evaluations.jsonl"
-    result = run_seed(0, 400, 200, ENV_ID, TINY_CARTPOLE, threshold=400.0, n_eval_episodes=2, verbose=0,
+    result = run_seed(0, 300, 150, ENV_ID, TINY_CARTPOLE, threshold=400.0, n_eval_episodes=2, verbose=0,
                       diagnose_episodes=2, records_path=str(records))  # fmt: skip
     assert len(result["diagnostics"]) == len(result["steps"]) == 3
     # Training metrics since the logs were last written: the imagined returns the plot shows, once training ran.
     assert "actor_critic/return" in result["diagnostics"][-1]["training"]
     # The records written as the run went are the run's curves.
     (read,) = diagnostics.results_from_records([str(records)])
-    assert read["seed"] == 0 and read["steps"] == result["steps"] == [0, 200, 400]
+    assert read["seed"] == 0 and read["steps"] == result["steps"] == [0, 150, 300]
     assert read["deterministic_mean_return"] == result["deterministic_mean_return"]
     assert read["diagnostics"] == result["diagnostics"]
     assert diagnostics.main([str(tmp_path)]) == 0
