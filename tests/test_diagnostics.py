@@ -91,3 +91,16 @@ def test_metric_means() -> None:
     for value in (1.0, 2.0, 6.0):
         metrics.record("actor_critic", {"return": th.tensor(value)})
     assert metrics.means() == {"actor_critic/return": 3.0}
+
+
+def test_diagnose_skips_the_dataset_once_it_has_wrapped_around() -> None:
+    model = make_model(ENV_ID, 1, {**TINY_CARTPOLE, "buffer_size": 250}, device="cpu")
+    model.learn(300)
+    assert model.replay_buffer.full
+    eval_env = make_eval_env(ENV_ID, 5, TINY_CARTPOLE)
+    eval_env.obs_rms = copy.deepcopy(model.get_vec_normalize_env().obs_rms)
+    result = diagnostics.diagnose(model, eval_env, ENV_ID, 1)
+    assert result["dataset"] == diagnostics.EMPTY_DATASET_DIAGNOSTICS
+    assert sum(result["causes"].values()) == 1
+    with pytest.raises(ValueError, match="has not wrapped around"):
+        diagnostics.dataset_diagnostics(model, ENV_ID)

@@ -222,19 +222,26 @@ def dataset_diagnostics(model: Any, env_id: str, window: int = 16, max_terminals
     }
 
 
+EMPTY_DATASET_DIAGNOSTICS: dict[str, Any] = {"counts": {}, "recent_counts": {}, "terminal_probability": {}}
+
+
 def diagnose(model: Any, eval_env: VecEnv, env_id: str, n_episodes: int) -> dict[str, Any]:
     """
     :param model: A TWM model.
     :param eval_env: Evaluation env (its normalisation synchronised with the training env's).
     :param env_id: The Gymnasium env.
     :param n_episodes: Greedy episodes to play.
-    :return: :func:`episode_diagnostics` of fresh greedy episodes, :func:`dataset_diagnostics` under ``"dataset"``, and
+    :return: :func:`episode_diagnostics` of fresh greedy episodes, :func:`dataset_diagnostics` under ``"dataset"`` (empty for
+        several envs or a dataset that has wrapped around), and
         under ``"training"`` the means of the training metrics since SB3 last wrote its logs (a few episodes: imagined
         returns and values, losses, entropies).
     """
     episodes = play_episodes(model, eval_env, n_episodes, deterministic=True)
     result = episode_diagnostics(model, episodes, env_id)
-    result["dataset"] = dataset_diagnostics(model, env_id)
+    buffer = model.replay_buffer
+    # The dataset's terminations are scored where they lie in time order: one env, not wrapped around.
+    readable = buffer.n_envs == 1 and not buffer.full
+    result["dataset"] = dataset_diagnostics(model, env_id) if readable else EMPTY_DATASET_DIAGNOSTICS
     result["training"] = model._metrics.means()
     return result
 
