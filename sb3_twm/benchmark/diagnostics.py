@@ -22,7 +22,6 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 
-from sb3_twm.common.buffers import REWARD_TRANSFORMS
 from sb3_twm.common.distributions import categorical_entropy
 
 # CartPole-v1 terminates when the cart leaves +-2.4 or the pole leans beyond 12 degrees (gymnasium's CartPoleEnv).
@@ -96,13 +95,13 @@ def _score_sequences(model: Any, observations: np.ndarray, actions: np.ndarray, 
     encoder = model.policy.encoder
     logits = encoder(features)  # (B, S, K, C)
     z = encoder.latent(features, temperature=0.0)  # (B, S, K*C)
-    scaled = th.as_tensor(rewards, dtype=th.float32) * buffer.reward_scale
-    transformed = REWARD_TRANSFORMS[buffer.reward_transform](scaled)
+    transformed = buffer.training_rewards(rewards, model._vec_normalize_env)
     dynamics = model.world_model.dynamics_model
     was_training = dynamics.training
     dynamics.eval()
-    action_tensor = th.as_tensor(actions, dtype=th.long if buffer.discrete_actions else th.float32)
-    prediction = dynamics(z, action_tensor, transformed[:, :-1], th.zeros_like(transformed[:, :-1], dtype=th.bool))
+    prediction = dynamics(
+        z, buffer.action_tensor(actions), transformed[:, :-1], th.zeros_like(transformed[:, :-1], dtype=th.bool)
+    )
     dynamics.train(was_training)
     continue_probability = prediction.discount_logits.float().sigmoid() / model.gamma  # (B, S)
     actor_logits = model.policy.actor(z)
@@ -198,12 +197,12 @@ def dataset_diagnostics(model: Any, env_id: str, window: int = 16, max_terminals
     recent_counts: dict[str, int] = {}
     scored: dict[str, list[float]] = {}
     indices = np.flatnonzero(terminated)
-    for index in indices:
-        cause = termination_cause(env_id, buffer.observations[index, 0])
+    causes = [termination_cause(env_id, buffer.observations[index, 0]) for index in indices]
+    for index, cause in zip(indices, causes):
         counts[cause] = counts.get(cause, 0) + 1
         if index >= size - 1000:
             recent_counts[cause] = recent_counts.get(cause, 0) + 1
-    for index in indices[-max_terminals:]:
+    for index, cause in zip(indices[-max_terminals:], causes[-max_terminals:]):
         start = max(0, index - window + 1)
         # The context starts after the previous episode's end.
         earlier_dones = np.flatnonzero(dones[start:index])
@@ -213,7 +212,6 @@ def dataset_diagnostics(model: Any, env_id: str, window: int = 16, max_terminals
         scores = _score_sequences(
             model, buffer.observations[steps, 0][None], buffer.actions[steps, 0][None], buffer.rewards[steps, 0][None]
         )
-        cause = termination_cause(env_id, buffer.observations[index, 0])
         scored.setdefault(cause, []).append(float(scores["termination_probability"][0, -1]))
     return {
         "counts": counts,

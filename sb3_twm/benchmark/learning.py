@@ -372,8 +372,8 @@ def add_arguments(parser: argparse.ArgumentParser, task: LearningTask) -> None:
     """
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Seeds to run, one after another.")
     parser.add_argument("--env-id", default=task.env_id,
-                        help="Train on another Gymnasium env with the same settings (for information: the threshold "
-                             "and plot range stay the check's unless given).")  # fmt: skip
+                        help="Train on another Gymnasium env with the same settings (for information: give it its "
+                             "own --threshold; its plot takes matplotlib's range).")  # fmt: skip
     parser.add_argument("--timesteps", type=int, default=task.hyperparams["n_timesteps"], help="Env steps per seed.")
     parser.add_argument("--eval-freq", type=int, default=1000, help="Env steps between evaluations.")
     parser.add_argument("--eval-episodes", type=int, default=10, help="Episodes per evaluation.")

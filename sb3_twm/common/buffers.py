@@ -450,6 +450,25 @@ class TWMReplayBuffer(ReplayBuffer):
         tensor = th.as_tensor(observations, device=self.device)
         return preprocess_obs(tensor, self.observation_space, self.normalize_images).float()
 
+    def action_tensor(self, actions: np.ndarray) -> th.Tensor:
+        """
+        :param actions: Actions as stored
+        :return: Long for discrete actions, float32 for Box ones, on the buffer's device
+        """
+        return th.as_tensor(actions, device=self.device, dtype=th.long if self.discrete_actions else th.float32)
+
+    def training_rewards(self, rewards: np.ndarray, env: VecNormalize | None = None) -> th.Tensor:
+        """
+        :param rewards: Raw rewards as stored
+        :param env: The ``VecNormalize`` wrapper of the training env, if any (an identity unless it normalises rewards)
+        :return: The rewards the world model trains on: normalised, scaled by ``reward_scale``, then transformed
+        """
+        rewards = rewards if env is None else env.normalize_reward(rewards)
+        rewards = th.as_tensor(rewards, device=self.device, dtype=th.float32)
+        if self.reward_scale != 1.0:
+            rewards = rewards * self.reward_scale
+        return REWARD_TRANSFORMS[self.reward_transform](rewards)
+
     def to_world_model_batch(self, batch: SequenceBatch, env: VecNormalize | None = None) -> WorldModelBatch:
         """
         :param batch: Sequences as stored
@@ -457,14 +476,10 @@ class TWMReplayBuffer(ReplayBuffer):
             normalises rewards)
         :return: The same sequences as tensors for the world model (features, transformed rewards)
         """
-        rewards = batch.rewards if env is None else env.normalize_reward(batch.rewards)
-        rewards = th.as_tensor(rewards, device=self.device, dtype=th.float32)
-        if self.reward_scale != 1.0:
-            rewards = rewards * self.reward_scale
         return WorldModelBatch(
             self.observation_features(batch.observations, env),
-            th.as_tensor(batch.actions, device=self.device, dtype=th.long if self.discrete_actions else th.float32),
-            REWARD_TRANSFORMS[self.reward_transform](rewards),
+            self.action_tensor(batch.actions),
+            self.training_rewards(batch.rewards, env),
             th.as_tensor(batch.terminated, device=self.device),
             th.as_tensor(batch.truncated, device=self.device),
         )
