@@ -4,7 +4,13 @@ import math
 
 import torch as th
 
-from sb3_twm.world_model.transformer_xl import KeyValueCache, RelativeMultiheadAttention, sinusoidal_encoding
+from sb3_twm.world_model.transformer_xl import (
+    KeyValueCache,
+    RelativeMultiheadAttention,
+    TransformerXL,
+    relative_distances,
+    sinusoidal_encoding,
+)
 
 D, H, DH = 32, 2, 8  # model width 32 with 2 heads of 8: the 1/sqrt(D) scale differs from 1/sqrt(DH) and 1/sqrt(H*DH)
 
@@ -64,7 +70,7 @@ def module_attention(attention, x, memory, u, v, mask):
         _, keys, values = attention.qkv_projection(memory).view(*memory.shape[:2], 3, H, DH).permute(2, 0, 3, 1, 4)
         cache.extend(keys, values)
     with th.no_grad():
-        return attention(x, cache, positions, u, v, mask)
+        return attention(x, cache, positions, u, v, mask, relative_distances(x.shape[1], num_keys, x.device))
 
 
 def test_relative_attention_equals_the_plain_formula_per_sequence():
@@ -87,3 +93,28 @@ def test_permuting_the_batch_permutes_the_outputs():
     output = module_attention(attention, x, None, u, v, mask)
     permuted = module_attention(attention, x[permutation], None, u, v, mask[permutation])
     th.testing.assert_close(permuted, output[permutation], atol=1e-6, rtol=1e-6)
+
+
+def test_relative_distances_count_back_from_each_query():
+    # 2 queries, the last 2 of 4 keys: query 0 is key 2, query 1 is key 3; keys after a query clamp to 0.
+    assert relative_distances(2, 4, th.device("cpu")).tolist() == [[2, 1, 0, 0], [3, 2, 1, 0]]
+
+
+def test_reused_positions_give_the_same_outputs_and_gradients_after_inference_mode():
+    th.manual_seed(0)
+    transformer = TransformerXL(D, H, DH, num_layers=2, feedforward_dim=64, dropout=0.1)
+    x = th.randn(2, 5, D)
+    mask = (th.arange(5)[:, None] >= th.arange(5)[None]).expand(2, 5, 5)
+    with th.inference_mode():  # positions made here are inference tensors: training must not reuse them
+        transformer.eval()(x, mask)
+    transformer.train()
+    outputs = []
+    for _ in range(2):  # the second call reuses the positions of the first
+        th.manual_seed(1)
+        output = transformer(x, mask)
+        output.sum().backward()
+        outputs.append(output.detach())
+    assert th.equal(outputs[0], outputs[1])
+    transformer._position_cache.clear()
+    th.manual_seed(1)
+    assert th.equal(transformer(x, mask).detach(), outputs[0])

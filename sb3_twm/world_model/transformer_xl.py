@@ -29,6 +29,19 @@ def sinusoidal_encoding(length: int, embed_dim: int, device: th.device) -> th.Te
     return th.cat([angles.sin(), angles.cos()], dim=-1)
 
 
+def relative_distances(num_queries: int, num_keys: int, device: th.device) -> th.Tensor:
+    """
+    The distance of each key from each query when the queries are the last ``num_queries`` keys.
+
+    :param num_queries: Number of query tokens ``Q``.
+    :param num_keys: Number of key tokens ``K``.
+    :param device: Device of the result.
+    :return: ``(Q, K)`` long: ``(K - Q + i) - j``, clamped to ``[0, K - 1]`` (keys after a query are masked anyway).
+    """
+    query_index = th.arange(num_keys - num_queries, num_keys, device=device)[:, None]
+    return (query_index - th.arange(num_keys, device=device)[None]).clamp_(0, num_keys - 1)
+
+
 class KeyValueCache:
     """
     One layer's recurrence memory for inference: the keys and values of cached tokens in preallocated buffers. A step
@@ -119,11 +132,13 @@ class RelativeMultiheadAttention(nn.Module):
         content_bias: th.Tensor,
         position_bias: th.Tensor,
         mask: th.Tensor,
+        distance: th.Tensor,
         num_outputs: int | None = None,
     ) -> th.Tensor:
         # x: (B, Q, D) new tokens; cache: this layer's keys and values of M memory tokens, extended by the new ones
         # positions: (K, D) encodings of distances 0..K-1 with K = M + Q
         # content_bias, position_bias: (H, dh); mask: (B, Q, K) True where attention is allowed
+        # distance: (Q, K) long, (K - Q + i) - j clamped to [0, K-1], the same for every layer (relative_distances)
         # returns the outputs of the last num_outputs (default Q) tokens: (B, n, D)
         batch_size, num_tokens, _ = x.shape
         queries, keys, values = (
@@ -131,7 +146,8 @@ class RelativeMultiheadAttention(nn.Module):
         )  # each (B, H, Q, dh)
         if num_outputs is not None:
             # Every new token's key and value joins the memory, but only the last tokens' outputs are read.
-            queries, mask = queries[:, :, num_tokens - num_outputs :], mask[:, num_tokens - num_outputs :]
+            first = num_tokens - num_outputs
+            queries, mask, distance = queries[:, :, first:], mask[:, first:], distance[first:]
         num_queries = queries.shape[2]
         if cache is not None:
             # Keys and values of the memory are those of its cached layer inputs: reuse them instead of recomputing.
@@ -143,8 +159,6 @@ class RelativeMultiheadAttention(nn.Module):
         shifted = (queries + position_bias[:, None]).transpose(0, 1).reshape(self.num_heads, -1, self.head_dim)
         by_distance = (shifted @ relative.transpose(-1, -2)).view(self.num_heads, batch_size, num_queries, num_keys)
         by_distance = by_distance.transpose(0, 1)  # (B, H, Q, K)
-        query_index = th.arange(num_keys - num_queries, num_keys, device=x.device)[:, None]
-        distance = (query_index - th.arange(num_keys, device=x.device)[None]).clamp_(0, num_keys - 1)
         position_scores = by_distance.gather(-1, distance.expand(batch_size, self.num_heads, -1, -1))
         bias = (position_scores * self.scale).masked_fill_(~mask[:, None], float("-inf"))
         attended = F.scaled_dot_product_attention(
@@ -199,10 +213,11 @@ class TransformerXLLayer(nn.Module):
         content_bias: th.Tensor,
         position_bias: th.Tensor,
         mask: th.Tensor,
+        distance: th.Tensor,
         num_outputs: int | None = None,
     ) -> th.Tensor:
         # x: (B, Q, D) -> (B, n, D) for the last n = num_outputs (default Q) tokens
-        attended = self.attention(x, cache, positions, content_bias, position_bias, mask, num_outputs)
+        attended = self.attention(x, cache, positions, content_bias, position_bias, mask, distance, num_outputs)
         x = self.attention_norm(x[:, x.shape[1] - attended.shape[1] :] + self.dropout(attended))
         return self.feedforward_norm(x + self.dropout(self.feedforward(x)))
 
@@ -241,6 +256,7 @@ class TransformerXL(nn.Module):
         nn.init.xavier_uniform_(self.content_bias)
         nn.init.xavier_uniform_(self.position_bias)
         self.position_dropout = nn.Dropout(dropout)
+        self._position_cache: dict[tuple[int, int, th.device, bool], tuple[th.Tensor, th.Tensor]] = {}
 
     def forward(
         self,
@@ -258,8 +274,9 @@ class TransformerXL(nn.Module):
             output and feed-forward block of the others (their keys and values are still computed). None: all.
         :return: The outputs ``(B, n, D)`` (``n = Q`` by default).
         """
-        num_memory = 0 if memory is None else len(memory[0])
-        positions = self.position_dropout(sinusoidal_encoding(num_memory + x.shape[1], self.embed_dim, x.device))
+        num_keys = x.shape[1] + (0 if memory is None else len(memory[0]))
+        encoding, distance = self._relative_positions(num_keys, x.shape[1], x.device)
+        positions = self.position_dropout(encoding)
         last = len(self.layers) - 1
         for index, layer in enumerate(self.layers):
             x = layer(
@@ -269,6 +286,22 @@ class TransformerXL(nn.Module):
                 self.content_bias,
                 self.position_bias,
                 mask,
+                distance,
                 num_outputs if index == last else None,
             )
         return x
+
+    def _relative_positions(self, num_keys: int, num_queries: int, device: th.device) -> tuple[th.Tensor, th.Tensor]:
+        # Imagination asks for the same few shapes every step: computed once each (a handful of small kernels saved
+        # per step and layer), then reused. Not part of the state: these depend on the shapes only.
+        key = (num_keys, num_queries, device, th.is_inference_mode_enabled())
+        cached = self._position_cache.get(key)
+        if cached is None:
+            if len(self._position_cache) >= 64:
+                self._position_cache.clear()
+            cached = (
+                sinusoidal_encoding(num_keys, self.embed_dim, device),
+                relative_distances(num_queries, num_keys, device),
+            )
+            self._position_cache[key] = cached
+        return cached
