@@ -170,3 +170,18 @@ def test_the_training_example_sets_up_without_warnings(monkeypatch, tmp_path, re
     monkeypatch.setattr(sys, "argv", ["train_pong.py", "--output", str(tmp_path), "--device", "cpu"])
     namespace["main"]()
     assert [str(warning.message) for warning in recwarn] == []
+
+
+def test_step_benchmark_times_env_steps_of_the_cartpole_settings(tmp_path):
+    """`step --config cartpole`: the small settings, timed from past the prefill and its pretraining."""
+    import json
+
+    from sb3_twm.benchmark.__main__ import main
+
+    path = tmp_path / "step.json"
+    argv = ["step", "--config", "cartpole", "--threads", "1", "--repeats", "4", "--json", str(path)]
+    assert main(argv) == 0
+    rows = {row["figure"]: row for row in json.loads(path.read_text())["rows"]}
+    assert rows["seconds per env step (incl. training)"]["n"] == 4
+    assert rows["training steps per env step (schedule)"]["median"] == 0.5  # CartPole's train_ratio, not the default's
+    assert rows["training steps in this run"]["median"] >= 2
