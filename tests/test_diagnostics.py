@@ -61,6 +61,9 @@ def test_diagnose_scores_episodes_and_dataset(trained: Any) -> None:
     assert result["causes"].get("truncated", 0) == sum(length == 500 for length in result["episode_lengths"])
     for key in ("episode_terminal_probability", "episode_max_false_termination", "latent_entropy", "actor_entropy"):
         assert 0.0 <= result[key] <= 1.0, key
+    assert tuple(result["reconstruction_error"]) == diagnostics.CARTPOLE_FEATURES
+    assert all(value >= 0.0 for value in result["reconstruction_error"].values())
+    assert -1.0 <= result["value_return_correlation"] <= 1.0
     dataset = result["dataset"]
     assert sum(dataset["counts"].values()) == int(trained.replay_buffer.terminated.sum()) > 0
     assert set(dataset["terminal_probability"]) <= set(dataset["counts"])
@@ -104,3 +107,16 @@ def test_diagnose_skips_the_dataset_once_it_has_wrapped_around() -> None:
     assert sum(result["causes"].values()) == 1
     with pytest.raises(ValueError, match="has not wrapped around"):
         diagnostics.dataset_diagnostics(model, ENV_ID)
+
+
+def test_reconstruction_errors_are_in_observation_units(trained: Any) -> None:
+    # Feature errors of 1 normalised unit are one standard deviation of each feature in the observation's units.
+    errors = np.array([[1.0, 2.0, 0.0, 1.0], [3.0, 0.0, 2.0, 1.0]])
+    vec_normalize = trained.get_vec_normalize_env()
+    scale = np.sqrt(vec_normalize.obs_rms.var + vec_normalize.epsilon)
+    by_feature = diagnostics.reconstruction_by_feature(trained, errors, ENV_ID)
+    assert tuple(by_feature) == diagnostics.CARTPOLE_FEATURES
+    np.testing.assert_allclose(list(by_feature.values()), errors.mean(0) * scale)
+    assert list(diagnostics.reconstruction_by_feature(trained, errors, "MyCartLikeEnv-v0")) == [
+        f"feature {index}" for index in range(4)
+    ]

@@ -1,14 +1,15 @@
 """
-What the world model and the actor-critic make of real play, recorded along a learning check
-(``python -m sb3_twm.benchmark learn-cartpole --diagnose``): at each evaluation, greedy episodes are played on the
-evaluation env and passed through the networks, teacher-forced, and the dataset's terminal steps are scored too.
+What the world model and the actor-critic make of real play, recorded along a learning check (``python -m
+sb3_twm.benchmark learn-cartpole --diagnose``): at each evaluation, greedy episodes are played on the evaluation env
+and passed through the networks, teacher-forced, and the dataset's terminal steps are scored too.
 
 Per evaluation it records how the episodes ended, the termination probability the dynamics model gives the real
 terminal steps (of the episodes and of the dataset, by cause for CartPole) and the largest one it gives a step that
 went on, its reward error, the critic's values against the real discounted returns (overall and over the last steps
-before a termination), and the entropies of the latent and of the actor. ``plot_diagnostics`` draws them against env
-steps next to the return curve; ``python -m sb3_twm.benchmark.diagnostics OUTPUT_DIR`` draws them from the records a
-check writes as it goes (``seed-N-evaluations.jsonl``), also while it runs.
+before a termination, and how well their ranking follows the returns: a correlation), the decoder's error on the
+greedy latents per observation feature (in the observation's units), and the entropies of the latent and of the actor.
+``plot_diagnostics`` draws them against env steps next to the return curve; ``python -m sb3_twm.benchmark.diagnostics
+OUTPUT_DIR`` draws them from the records a check writes as it goes (``seed-N-evaluations.jsonl``), also while it runs.
 """
 
 import argparse
@@ -31,6 +32,10 @@ CARTPOLE_ANGLE_LIMIT = 12 * 2 * np.pi / 360
 CAUSE_COLORS = {"cart off track": "tab:blue", "pole fell": "tab:orange", "truncated": "tab:green", "terminated": "tab:red"}
 # Steps before a termination over which the critic's anticipation is measured.
 FINAL_STEPS = 20
+# Vector observations up to this many features get a reconstruction error per feature.
+MAX_VECTOR_FEATURES = 16
+# CartPole-v1's observation features (gymnasium's CartPoleEnv), for the plot's legend.
+CARTPOLE_FEATURES = ("cart position", "cart velocity", "pole angle", "pole angular velocity")
 
 
 def termination_cause(env_id: str, observation: np.ndarray) -> str:
@@ -106,8 +111,10 @@ def _score_sequences(model: Any, observations: np.ndarray, actions: np.ndarray, 
     continue_probability = prediction.discount_logits.float().sigmoid() / model.gamma  # (B, S)
     actor_logits = model.policy.actor(z)
     distribution = model.policy.action_distribution
+    reconstructions = model.world_model.observation_model.decoder(z)
     return {
         "z": z,
+        "reconstruction_error": (reconstructions.float() - features).abs(),  # (B, S, *obs_shape), in feature units
         "transformed_rewards": transformed,
         "termination_probability": (1.0 - continue_probability).clamp(0.0, 1.0),
         "reward_error": (prediction.reward.float() - transformed).abs(),
@@ -115,6 +122,27 @@ def _score_sequences(model: Any, observations: np.ndarray, actions: np.ndarray, 
         "latent_entropy": categorical_entropy(logits) / np.log(logits.shape[-1]),  # (B, S, K)
         "actor_entropy": distribution.normalized_entropy(actor_logits),
     }
+
+
+def reconstruction_by_feature(model: Any, errors: np.ndarray, env_id: str) -> dict[str, float]:
+    """
+    :param model: A TWM model.
+    :param errors: ``(N, F)`` absolute reconstruction errors of the decoded greedy latents, in the networks' feature
+        units (normalised observations).
+    :param env_id: The Gymnasium env (CartPole's features are named).
+    :return: For vector observations of at most ``MAX_VECTOR_FEATURES`` features, the mean error of each feature in
+        the observation's own units (VecNormalize's scaling undone, its clipping ignored), by feature name; otherwise
+        one mean over all features (``"all features"``), in feature units.
+    """
+    if len(model.observation_space.shape) != 1 or errors.shape[1] > MAX_VECTOR_FEATURES:
+        return {"all features": float(errors.mean())}
+    scale = np.ones(errors.shape[1])
+    vec_normalize = model._vec_normalize_env
+    if vec_normalize is not None and vec_normalize.norm_obs:
+        scale = np.sqrt(vec_normalize.obs_rms.var + vec_normalize.epsilon)
+    named = env_id.startswith("CartPole") and errors.shape[1] == len(CARTPOLE_FEATURES)
+    names = CARTPOLE_FEATURES if named else tuple(f"feature {index}" for index in range(errors.shape[1]))
+    return {name: float(value) for name, value in zip(names, errors.mean(0) * scale)}
 
 
 def episode_diagnostics(model: Any, episodes: list[dict[str, Any]], env_id: str) -> dict[str, Any]:
@@ -129,6 +157,7 @@ def episode_diagnostics(model: Any, episodes: list[dict[str, Any]], env_id: str)
     causes: dict[str, int] = {}
     terminal_probabilities, false_alarms, reward_errors, latent, actor = [], [], [], [], []
     value_errors, final_value_errors, final_values, final_returns = [], [], [], []
+    all_values, all_returns, reconstruction_errors = [], [], []
     for episode in episodes:
         scores = _score_sequences(model, episode["observations"][None], episode["actions"][None], episode["rewards"][None])
         termination = scores["termination_probability"][0].numpy()
@@ -141,6 +170,9 @@ def episode_diagnostics(model: Any, episodes: list[dict[str, Any]], env_id: str)
             following = rewards[t] + model.gamma * following
             returns[t] = following
         value_errors.append(float(np.mean(values - returns)))
+        all_values.append(values)
+        all_returns.append(returns)
+        reconstruction_errors.append(scores["reconstruction_error"][0].flatten(1).numpy())  # (S, features)
         reward_errors.append(float(scores["reward_error"].mean()))
         latent.append(float(scores["latent_entropy"].mean()))
         actor.append(float(scores["actor_entropy"].mean()))
@@ -160,6 +192,13 @@ def episode_diagnostics(model: Any, episodes: list[dict[str, Any]], env_id: str)
     def mean(values: list[float]) -> float | None:
         return float(np.mean(values)) if values else None
 
+    values_pooled, returns_pooled = np.concatenate(all_values), np.concatenate(all_returns)
+    # Whether the critic ranks states as their real returns do (not just their mean level): None when the returns do
+    # not vary (e.g. every episode truncated at the same length with flat values).
+    ranking = None
+    if values_pooled.std() > 0 and returns_pooled.std() > 0:
+        ranking = float(np.corrcoef(values_pooled, returns_pooled)[0, 1])
+
     return {
         "episode_lengths": [len(episode["rewards"]) for episode in episodes],
         "causes": causes,
@@ -170,6 +209,8 @@ def episode_diagnostics(model: Any, episodes: list[dict[str, Any]], env_id: str)
         "final_value_error": mean(final_value_errors),
         "final_value": mean(final_values),
         "final_return": mean(final_returns),
+        "value_return_correlation": ranking,
+        "reconstruction_error": reconstruction_by_feature(model, np.concatenate(reconstruction_errors), env_id),
         "latent_entropy": mean(latent),
         "actor_entropy": mean(actor),
     }
@@ -259,14 +300,14 @@ def plot_diagnostics(results: list[dict[str, Any]], path: str, title: str) -> No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = 4
+    rows = 5
     figure, axes = plt.subplots(rows, len(results), figsize=(5.5 * len(results), 2.6 * rows), squeeze=False)
     for column, result in enumerate(results):
         steps = np.asarray(result["steps"])
         records = result["diagnostics"]
 
         def series(key: str, records: list[dict[str, Any]] = records) -> np.ndarray:
-            return np.asarray([np.nan if record[key] is None else record[key] for record in records], dtype=float)
+            return np.asarray([np.nan if record.get(key) is None else record[key] for record in records], dtype=float)
 
         axis = axes[0, column]
         axis.plot(steps, result["deterministic_mean_return"], color="black", marker="o", markersize=3,
@@ -315,9 +356,22 @@ def plot_diagnostics(results: list[dict[str, Any]], path: str, title: str) -> No
         axis.plot(steps, series("latent_entropy"), label="latent (encoder) entropy / ln C")
         axis.plot(steps, series("actor_entropy"), label="actor entropy (normalised)")
         axis.set_ylim(-0.05, 1.05)
-        axis.set_xlabel("env steps")
         axis.set_title("entropies on evaluation states")
         axis.legend(fontsize=7)
+
+        axis = axes[4, column]
+        errors = [record.get("reconstruction_error") or {} for record in records]
+        for name in dict.fromkeys(name for error in errors for name in error):  # in the records' order
+            axis.plot(steps, [error.get(name, np.nan) for error in errors], marker=".", label=name)
+        axis.set_ylabel("mean |decoded - real|")
+        axis.set_title("decoder on greedy latents (observation units); critic's ranking")
+        twin = axis.twinx()
+        twin.plot(steps, series("value_return_correlation"), color="black", linestyle="--",
+                  label="corr(critic value, real return)")  # fmt: skip
+        twin.set_ylim(-1.05, 1.05)
+        lines, twin_lines = axis.get_legend_handles_labels(), twin.get_legend_handles_labels()
+        axis.legend(lines[0] + twin_lines[0], lines[1] + twin_lines[1], fontsize=7)
+        axis.set_xlabel("env steps")
         for row in range(rows):
             axes[row, column].grid(alpha=0.3)
     figure.suptitle(title)
