@@ -64,6 +64,11 @@ def test_diagnose_scores_episodes_and_dataset(trained: Any) -> None:
     assert tuple(result["reconstruction_error"]) == diagnostics.CARTPOLE_FEATURES
     assert all(value >= 0.0 for value in result["reconstruction_error"].values())
     assert -1.0 <= result["value_return_correlation"] <= 1.0
+    open_loop = result["open_loop_error"]
+    if max(result["episode_lengths"]) >= trained.imagination_horizon + 2:
+        assert tuple(open_loop["model"]) == tuple(open_loop["no change"]) == diagnostics.CARTPOLE_FEATURES
+    else:
+        assert open_loop is None
     dataset = result["dataset"]
     assert sum(dataset["counts"].values()) == int(trained.replay_buffer.terminated.sum()) > 0
     assert set(dataset["terminal_probability"]) <= set(dataset["counts"])
@@ -120,3 +125,24 @@ def test_reconstruction_errors_are_in_observation_units(trained: Any) -> None:
     assert list(diagnostics.reconstruction_by_feature(trained, errors, "MyCartLikeEnv-v0")) == [
         f"feature {index}" for index in range(4)
     ]
+
+
+def test_open_loop_errors_follow_the_played_actions(trained: Any) -> None:
+    eval_env = make_eval_env(ENV_ID, 5, TINY_CARTPOLE)
+    eval_env.obs_rms = copy.deepcopy(trained.get_vec_normalize_env().obs_rms)
+    (episode,) = diagnostics.play_episodes(trained, eval_env, 1)
+    horizon = trained.imagination_horizon
+    length = horizon + 12
+    episode = {**episode, "observations": np.repeat(episode["observations"][:1], length, 0),
+               "actions": np.zeros(length, dtype=np.int64), "rewards": np.ones(length, dtype=np.float32)}  # fmt: skip
+    state = th.get_rng_state()
+    errors = diagnostics.open_loop_errors(trained, [episode], ENV_ID)
+    # It draws from its own generator, and the same episodes give the same errors.
+    assert th.equal(th.get_rng_state(), state)
+    assert errors == diagnostics.open_loop_errors(trained, [episode], ENV_ID)
+    # A state that never changes: predicting no change is exact.
+    assert set(errors["no change"].values()) == {0.0}
+    other_actions = {**episode, "actions": np.ones(length, dtype=np.int64)}
+    assert diagnostics.open_loop_errors(trained, [other_actions], ENV_ID)["model"] != errors["model"]
+    short = {key: value[: horizon + 1] for key, value in episode.items() if key in ("observations", "actions", "rewards")}
+    assert diagnostics.open_loop_errors(trained, [short], ENV_ID) is None

@@ -7,7 +7,8 @@ Per evaluation it records how the episodes ended, the termination probability th
 terminal steps (of the episodes and of the dataset, by cause for CartPole) and the largest one it gives a step that
 went on, its reward error, the critic's values against the real discounted returns (overall and over the last steps
 before a termination, and how well their ranking follows the returns: a correlation), the decoder's error on the
-greedy latents per observation feature (in the observation's units), and the entropies of the latent and of the actor.
+greedy latents per observation feature (in the observation's units) and of imagination rolled a horizon ahead with
+the played actions, and the entropies of the latent and of the actor.
 ``plot_diagnostics`` draws them against env steps next to the return curve; ``python -m sb3_twm.benchmark.diagnostics
 OUTPUT_DIR`` draws them from the records a check writes as it goes (``seed-N-evaluations.jsonl``), also while it runs.
 """
@@ -24,6 +25,8 @@ import torch as th
 from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 
 from sb3_twm.common.distributions import categorical_entropy
+from sb3_twm.common.type_aliases import ImaginationStart
+from sb3_twm.world_model.imagination import imagine
 
 # CartPole-v1 terminates when the cart leaves +-2.4 or the pole leans beyond 12 degrees (gymnasium's CartPoleEnv).
 CARTPOLE_X_LIMIT = 2.4
@@ -34,6 +37,8 @@ CAUSE_COLORS = {"cart off track": "tab:blue", "pole fell": "tab:orange", "trunca
 FINAL_STEPS = 20
 # Vector observations up to this many features get a reconstruction error per feature.
 MAX_VECTOR_FEATURES = 16
+# Steps between the starts of the open-loop imagination checks.
+OPEN_LOOP_STRIDE = 10
 # CartPole-v1's observation features (gymnasium's CartPoleEnv), for the plot's legend.
 CARTPOLE_FEATURES = ("cart position", "cart velocity", "pole angle", "pole angular velocity")
 
@@ -127,8 +132,8 @@ def _score_sequences(model: Any, observations: np.ndarray, actions: np.ndarray, 
 def reconstruction_by_feature(model: Any, errors: np.ndarray, env_id: str) -> dict[str, float]:
     """
     :param model: A TWM model.
-    :param errors: ``(N, F)`` absolute reconstruction errors of the decoded greedy latents, in the networks' feature
-        units (normalised observations).
+    :param errors: ``(N, F)`` absolute errors of decoded latents, in the networks' feature units (normalised
+        observations).
     :param env_id: The Gymnasium env (CartPole's features are named).
     :return: For vector observations of at most ``MAX_VECTOR_FEATURES`` features, the mean error of each feature in
         the observation's own units (VecNormalize's scaling undone, its clipping ignored), by feature name; otherwise
@@ -143,6 +148,73 @@ def reconstruction_by_feature(model: Any, errors: np.ndarray, env_id: str) -> di
     named = env_id.startswith("CartPole") and errors.shape[1] == len(CARTPOLE_FEATURES)
     names = CARTPOLE_FEATURES if named else tuple(f"feature {index}" for index in range(errors.shape[1]))
     return {name: float(value) for name, value in zip(names, errors.mean(0) * scale)}
+
+
+@th.no_grad()
+def open_loop_errors(
+    model: Any, episodes: list[dict[str, Any]], env_id: str, stride: int = OPEN_LOOP_STRIDE
+) -> dict[str, dict[str, float]] | None:
+    """
+    What imagination makes of the played actions: from every ``stride``-th state of the episodes, the dynamics model
+    is rolled ``imagination_horizon`` steps ahead with the actions that were really taken (as training imagines:
+    the step before as context, sampled latents, its own rewards fed back, no restarts), and the latents it reaches
+    are decoded and compared with the real observations that far ahead. Draws from a generator of its own.
+
+    :param model: A TWM model.
+    :param episodes: What :func:`play_episodes` returned.
+    :param env_id: The Gymnasium env (for the feature names).
+    :param stride: Steps between starts.
+    :return: ``model``: the decoded imagined states' error ``horizon`` steps ahead, and ``no change``: the error of
+        predicting that the observation stays as it was at the start (how far the state really moved), by feature as
+        :func:`reconstruction_by_feature` gives them; None when no episode is longer than the horizon plus one.
+    """
+    horizon = model.imagination_horizon
+    buffer = model.replay_buffer
+    encoder = model.policy.encoder
+    context_z, context_actions, context_rewards, start_z, actions, start_features, real_features = ([] for _ in range(7))
+    for episode in episodes:
+        length = len(episode["rewards"])
+        if length < horizon + 2:
+            continue
+        features = buffer.observation_features(episode["observations"], model._vec_normalize_env)  # (S, F)
+        z = encoder.latent(features, temperature=0.0)  # (S, K*C)
+        episode_actions = buffer.action_tensor(episode["actions"])
+        rewards = buffer.training_rewards(episode["rewards"], model._vec_normalize_env)
+        for start in range(1, length - horizon, stride):
+            context_z.append(z[start - 1])
+            context_actions.append(episode_actions[start - 1])
+            context_rewards.append(rewards[start - 1])
+            start_z.append(z[start])
+            actions.append(episode_actions[start : start + horizon])
+            start_features.append(features[start])
+            real_features.append(features[start + horizon])
+    if not start_z:
+        return None
+    start = ImaginationStart(
+        th.stack(context_z),
+        th.stack(context_actions),
+        th.stack(context_rewards),
+        th.zeros(len(start_z), dtype=th.bool, device=buffer.device),
+        th.stack(start_z),
+    )
+    planned = th.stack(actions)  # (N, H) or (N, H, A)
+    taken = iter(range(horizon))
+
+    def replay(_: th.Tensor) -> th.Tensor:
+        return planned[:, next(taken)]
+
+    def no_restart(count: int) -> th.Tensor:
+        raise AssertionError("a discount threshold of 0 never restarts")
+
+    with th.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
+        th.manual_seed(0)
+        trajectories = imagine(model.world_model.dynamics_model, start, replay, horizon, 0.0, no_restart)
+    decoded = model.world_model.observation_model.decoder(trajectories.z[:, -1]).float().flatten(1)  # (N, F)
+    real, initial = th.stack(real_features).flatten(1), th.stack(start_features).flatten(1)
+    return {
+        "model": reconstruction_by_feature(model, (decoded - real).abs().cpu().numpy(), env_id),
+        "no change": reconstruction_by_feature(model, (initial - real).abs().cpu().numpy(), env_id),
+    }
 
 
 def episode_diagnostics(model: Any, episodes: list[dict[str, Any]], env_id: str) -> dict[str, Any]:
@@ -270,13 +342,15 @@ def diagnose(model: Any, eval_env: VecEnv, env_id: str, n_episodes: int) -> dict
     :param eval_env: Evaluation env (its normalisation synchronised with the training env's).
     :param env_id: The Gymnasium env.
     :param n_episodes: Greedy episodes to play.
-    :return: :func:`episode_diagnostics` of fresh greedy episodes, :func:`dataset_diagnostics` under ``"dataset"`` (empty for
-        several envs or a dataset that has wrapped around), and
+    :return: :func:`episode_diagnostics` of fresh greedy episodes, :func:`open_loop_errors` of them under
+        ``"open_loop_error"``, :func:`dataset_diagnostics` under ``"dataset"`` (empty for several envs or a dataset
+        that has wrapped around), and
         under ``"training"`` the means of the training metrics since SB3 last wrote its logs (a few episodes: imagined
         returns and values, losses, entropies).
     """
     episodes = play_episodes(model, eval_env, n_episodes, deterministic=True)
     result = episode_diagnostics(model, episodes, env_id)
+    result["open_loop_error"] = open_loop_errors(model, episodes, env_id)
     buffer = model.replay_buffer
     # The dataset's terminations are scored where they lie in time order: one env, not wrapped around.
     readable = buffer.n_envs == 1 and not buffer.full
@@ -300,7 +374,7 @@ def plot_diagnostics(results: list[dict[str, Any]], path: str, title: str) -> No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = 5
+    rows = 6
     figure, axes = plt.subplots(rows, len(results), figsize=(5.5 * len(results), 2.6 * rows), squeeze=False)
     for column, result in enumerate(results):
         steps = np.asarray(result["steps"])
@@ -371,6 +445,19 @@ def plot_diagnostics(results: list[dict[str, Any]], path: str, title: str) -> No
         twin.set_ylim(-1.05, 1.05)
         lines, twin_lines = axis.get_legend_handles_labels(), twin.get_legend_handles_labels()
         axis.legend(lines[0] + twin_lines[0], lines[1] + twin_lines[1], fontsize=7)
+
+        axis = axes[5, column]
+        open_loop = [record.get("open_loop_error") or {} for record in records]
+        names = dict.fromkeys(name for errors in open_loop for name in errors.get("model", {}))
+        for index, name in enumerate(names):
+            color = f"C{index}"
+            axis.plot(steps, [errors.get("model", {}).get(name, np.nan) for errors in open_loop], marker=".",
+                      color=color, label=f"{name}: imagined")  # fmt: skip
+            axis.plot(steps, [errors.get("no change", {}).get(name, np.nan) for errors in open_loop], linestyle=":",
+                      color=color, label=f"{name}: no change")  # fmt: skip
+        axis.set_ylabel("mean |predicted - real|")
+        axis.set_title("imagination a horizon ahead with the played actions")
+        axis.legend(fontsize=6, ncol=2)
         axis.set_xlabel("env steps")
         for row in range(rows):
             axes[row, column].grid(alpha=0.3)
