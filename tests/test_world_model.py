@@ -133,3 +133,28 @@ def test_imagination_shapes_weights_and_restarts():
     restarted = imagine(dynamics, start, lambda latents: th.randint(0, 3, (latents.shape[0],)), H, 0.99, restart)
     assert restarted.dones.all() and restarts == [N] * H
     assert th.all(restarted.weights == 1.0)
+
+
+def test_imagination_with_most_likely_latents():
+    world_model = tiny_world_model(num_actions=3)
+    dynamics = world_model.dynamics_model
+    N, H, latent = 6, 4, 64
+    z = th.zeros(N, latent)
+    z[:, ::8] = 1.0
+    start = ImaginationStart(z, th.zeros(N, dtype=th.long), th.zeros(N), th.zeros(N, dtype=th.bool), z)
+
+    def rollout(temperature: float, seed: int) -> th.Tensor:
+        th.manual_seed(seed)
+        return imagine(dynamics, start, lambda latents: th.ones(latents.shape[0], dtype=th.long), H, 0.0,
+                       lambda count: z[:count], temperature).z  # fmt: skip
+
+    # Temperature 0: each next latent is the argmax of the dynamics model's prediction, whatever the generator.
+    most_likely = rollout(0.0, 0)
+    assert th.equal(most_likely, rollout(0.0, 1))
+    dynamics.eval()  # as imagination evaluates it: no dropout
+    memory = dynamics.start_memory(z, th.zeros(N, dtype=th.long))
+    prediction, _ = dynamics.step(memory, th.zeros(N), th.zeros(N, dtype=th.bool), z, th.ones(N, dtype=th.long))
+    first = prediction.z_logits[:, 0].argmax(-1)  # (N, K)
+    assert th.equal(most_likely[:, 1].view(N, 8, 8).argmax(-1), first)
+    # The default samples.
+    assert not th.equal(rollout(1.0, 0), rollout(1.0, 1))

@@ -18,6 +18,7 @@ import glob
 import json
 import os
 import re
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -164,9 +165,11 @@ def open_loop_errors(
     :param episodes: What :func:`play_episodes` returned.
     :param env_id: The Gymnasium env (for the feature names).
     :param stride: Steps between starts.
-    :return: ``model``: the decoded imagined states' error ``horizon`` steps ahead, and ``no change``: the error of
-        predicting that the observation stays as it was at the start (how far the state really moved), by feature as
-        :func:`reconstruction_by_feature` gives them; None when no episode is longer than the horizon plus one.
+    :return: ``model``: the decoded imagined states' error ``horizon`` steps ahead; ``most likely latents``: the same
+        when each next latent is the most likely one instead of a sample (how much of the error is the sampling's);
+        and ``no change``: the error of predicting that the observation stays as it was at the start (how far the
+        state really moved); by feature as :func:`reconstruction_by_feature` gives them; None when no episode is
+        longer than the horizon plus one.
     """
     horizon = model.imagination_horizon
     buffer = model.replay_buffer
@@ -198,23 +201,25 @@ def open_loop_errors(
         th.stack(start_z),
     )
     planned = th.stack(actions)  # (N, H) or (N, H, A)
-    taken = iter(range(horizon))
 
-    def replay(_: th.Tensor) -> th.Tensor:
-        return planned[:, next(taken)]
+    def replay_actions() -> Callable[[th.Tensor], th.Tensor]:
+        steps = iter(range(horizon))
+        return lambda _: planned[:, next(steps)]  # imagination asks once per step, in order
 
     def no_restart(count: int) -> th.Tensor:
         raise AssertionError("a discount threshold of 0 never restarts")
 
-    with th.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
-        th.manual_seed(0)
-        trajectories = imagine(model.world_model.dynamics_model, start, replay, horizon, 0.0, no_restart)
-    decoded = model.world_model.observation_model.decoder(trajectories.z[:, -1]).float().flatten(1)  # (N, F)
     real, initial = th.stack(real_features).flatten(1), th.stack(start_features).flatten(1)
-    return {
-        "model": reconstruction_by_feature(model, (decoded - real).abs().cpu().numpy(), env_id),
-        "no change": reconstruction_by_feature(model, (initial - real).abs().cpu().numpy(), env_id),
-    }
+    errors = {"no change": reconstruction_by_feature(model, (initial - real).abs().cpu().numpy(), env_id)}
+    for name, temperature in (("model", 1.0), ("most likely latents", 0.0)):
+        with th.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
+            th.manual_seed(0)
+            trajectories = imagine(
+                model.world_model.dynamics_model, start, replay_actions(), horizon, 0.0, no_restart, temperature
+            )
+        decoded = model.world_model.observation_model.decoder(trajectories.z[:, -1]).float().flatten(1)  # (N, F)
+        errors[name] = reconstruction_by_feature(model, (decoded - real).abs().cpu().numpy(), env_id)
+    return errors
 
 
 def episode_diagnostics(model: Any, episodes: list[dict[str, Any]], env_id: str) -> dict[str, Any]:
@@ -453,6 +458,8 @@ def plot_diagnostics(results: list[dict[str, Any]], path: str, title: str) -> No
             color = f"C{index}"
             axis.plot(steps, [errors.get("model", {}).get(name, np.nan) for errors in open_loop], marker=".",
                       color=color, label=f"{name}: imagined")  # fmt: skip
+            axis.plot(steps, [errors.get("most likely latents", {}).get(name, np.nan) for errors in open_loop],
+                      linestyle="--", color=color, label=f"{name}: imagined, most likely latents")  # fmt: skip
             axis.plot(steps, [errors.get("no change", {}).get(name, np.nan) for errors in open_loop], linestyle=":",
                       color=color, label=f"{name}: no change")  # fmt: skip
         axis.set_ylabel("mean |predicted - real|")

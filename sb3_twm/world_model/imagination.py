@@ -39,6 +39,7 @@ def imagine(
     horizon: int,
     discount_threshold: float,
     restart: Callable[[int], th.Tensor],
+    temperature: float = 1.0,
 ) -> ImaginedTrajectories:
     """
     Roll out ``horizon`` steps from real starts. One real step ``(context_z, context_action)`` builds the
@@ -51,6 +52,7 @@ def imagine(
     :param horizon: Number of imagined steps.
     :param discount_threshold: Cumulative discount below which a rollout restarts.
     :param restart: Returns ``n`` fresh start latents ``(n, K*C)`` (encoded real observations).
+    :param temperature: Of the next latents: 1 samples them (training), 0 takes the most likely ones.
     :return: The trajectories.
     """
     # start.z, start.context_z: (N, K*C); start.context_actions, context_rewards, context_dones: (N,)
@@ -63,7 +65,7 @@ def imagine(
     for _ in range(horizon):
         actions = policy(z)
         prediction, memory = dynamics_model.step(memory, rewards, dones, z, actions)
-        next_z = sample_one_hot(prediction.z_logits[:, 0], temperature=1.0, straight_through=False).flatten(-2)
+        next_z = sample_one_hot(prediction.z_logits[:, 0], temperature=temperature, straight_through=False).flatten(-2)
         # float32 from here on, also under bf16 autocast: returns are computed from these.
         rewards = prediction.reward[:, 0].float()
         discounts = prediction.discount_logits[:, 0].float().sigmoid().clamp(0.0, 1.0)
