@@ -454,17 +454,21 @@ def plot_diagnostics(results: list[dict[str, Any]], path: str, title: str) -> No
         axis = axes[5, column]
         open_loop = [record.get("open_loop_error") or {} for record in records]
         names = dict.fromkeys(name for errors in open_loop for name in errors.get("model", {}))
+
+        def ratio(errors: dict[str, dict[str, float]], kind: str, name: str) -> float:
+            baseline = errors.get("no change", {}).get(name, np.nan)
+            return errors.get(kind, {}).get(name, np.nan) / baseline if baseline else np.nan
+
         for index, name in enumerate(names):
-            color = f"C{index}"
-            axis.plot(steps, [errors.get("model", {}).get(name, np.nan) for errors in open_loop], marker=".",
-                      color=color, label=f"{name}: imagined")  # fmt: skip
-            axis.plot(steps, [errors.get("most likely latents", {}).get(name, np.nan) for errors in open_loop],
-                      linestyle="--", color=color, label=f"{name}: imagined, most likely latents")  # fmt: skip
-            axis.plot(steps, [errors.get("no change", {}).get(name, np.nan) for errors in open_loop], linestyle=":",
-                      color=color, label=f"{name}: no change")  # fmt: skip
-        axis.set_ylabel("mean |predicted - real|")
-        axis.set_title("imagination a horizon ahead with the played actions")
-        axis.legend(fontsize=6, ncol=2)
+            axis.plot(steps, [ratio(errors, "model", name) for errors in open_loop], marker=".", color=f"C{index}",
+                      label=f"{name}")  # fmt: skip
+            axis.plot(steps, [ratio(errors, "most likely latents", name) for errors in open_loop], linestyle="--",
+                      color=f"C{index}", alpha=0.7)  # fmt: skip
+        axis.axhline(1.0, color="grey", linestyle=":", label="no better than predicting no change")
+        axis.set_yscale("log")
+        axis.set_ylabel("error / no-change error")
+        axis.set_title("imagination a horizon ahead with the played actions\n(solid: sampled latents, dashed: most likely)")
+        axis.legend(fontsize=6)
         axis.set_xlabel("env steps")
         for row in range(rows):
             axes[row, column].grid(alpha=0.3)
