@@ -66,7 +66,8 @@ def test_diagnose_scores_episodes_and_dataset(trained: Any) -> None:
     assert -1.0 <= result["value_return_correlation"] <= 1.0
     open_loop = result["open_loop_error"]
     if max(result["episode_lengths"]) >= trained.imagination_horizon + 2:
-        assert set(open_loop) == {"model", "most likely latents", "no change"}
+        assert set(open_loop) == {"model", "most likely latents", "no change", "decoder", "model vs latent",
+                                  "latent no change"}  # fmt: skip
         assert all(tuple(errors) == diagnostics.CARTPOLE_FEATURES for errors in open_loop.values())
     else:
         assert open_loop is None
@@ -141,8 +142,13 @@ def test_open_loop_errors_follow_the_played_actions(trained: Any) -> None:
     # It draws from its own generator, and the same episodes give the same errors.
     assert th.equal(th.get_rng_state(), state)
     assert errors == diagnostics.open_loop_errors(trained, [episode], ENV_ID)
-    # A state that never changes: predicting no change is exact.
-    assert set(errors["no change"].values()) == {0.0}
+    # A state that never changes: predicting no change is exact, for the states and for their latents.
+    assert set(errors["no change"].values()) == set(errors["latent no change"].values()) == {0.0}
+    # The decoder's error is the reconstruction error of that state.
+    scores = diagnostics._score_sequences(trained, episode["observations"][None, :2], episode["actions"][None, :2],
+                                          episode["rewards"][None, :2])  # fmt: skip
+    reconstruction = diagnostics.reconstruction_by_feature(trained, scores["reconstruction_error"][0, :1].numpy(), ENV_ID)
+    np.testing.assert_allclose(list(errors["decoder"].values()), list(reconstruction.values()), rtol=1e-5)
     other_actions = {**episode, "actions": np.ones(length, dtype=np.int64)}
     assert diagnostics.open_loop_errors(trained, [other_actions], ENV_ID)["model"] != errors["model"]
     short = {key: value[: horizon + 1] for key, value in episode.items() if key in ("observations", "actions", "rewards")}

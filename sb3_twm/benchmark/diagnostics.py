@@ -156,25 +156,30 @@ def open_loop_errors(
     model: Any, episodes: list[dict[str, Any]], env_id: str, stride: int = OPEN_LOOP_STRIDE
 ) -> dict[str, dict[str, float]] | None:
     """
-    What imagination makes of the played actions: from every ``stride``-th state of the episodes, the dynamics model
-    is rolled ``imagination_horizon`` steps ahead with the actions that were really taken (as training imagines:
-    the step before as context, sampled latents, its own rewards fed back, no restarts), and the latents it reaches
-    are decoded and compared with the real observations that far ahead. Draws from a generator of its own.
+    What imagination makes of the played actions: from the most likely latent of every ``stride``-th state of the
+    episodes, the dynamics model is rolled ``imagination_horizon`` steps ahead with the actions that were really taken
+    (as training imagines: the step before as context, sampled latents, its own rewards fed back, no restarts), and the
+    latents it reaches are decoded and compared with the real observations that far ahead, and with the decoded
+    latents of those observations (so that the latent's own coarseness is told from the dynamics model's error).
+    Draws from a generator of its own.
 
     :param model: A TWM model.
     :param episodes: What :func:`play_episodes` returned.
     :param env_id: The Gymnasium env (for the feature names).
     :param stride: Steps between starts.
-    :return: ``model``: the decoded imagined states' error ``horizon`` steps ahead; ``most likely latents``: the same
-        when each next latent is the most likely one instead of a sample (how much of the error is the sampling's);
-        and ``no change``: the error of predicting that the observation stays as it was at the start (how far the
-        state really moved); by feature as :func:`reconstruction_by_feature` gives them; None when no episode is
-        longer than the horizon plus one.
+    :return: By feature as :func:`reconstruction_by_feature` gives them, against the real observation ``horizon``
+        steps ahead: ``model``, the decoded imagined state's error; ``most likely latents``, the same when each next
+        latent is the most likely one instead of a sample (how much of it is the sampling's); ``no change``, the error
+        of predicting that the observation stays as it was at the start (how far the state really moved); ``decoder``,
+        the error of the decoded latent of the real observation (the latent's resolution there). In the latent's own
+        terms, against that decoded real latent: ``model vs latent``, the decoded imagined state's error, and ``latent
+        no change``, how far the decoded latents moved. None when no episode is longer than the horizon plus one.
     """
     horizon = model.imagination_horizon
     buffer = model.replay_buffer
     encoder = model.policy.encoder
-    context_z, context_actions, context_rewards, start_z, actions, start_features, real_features = ([] for _ in range(7))
+    context_z, context_actions, context_rewards, start_z, actions = [], [], [], [], []
+    start_features, real_features, real_z = [], [], []
     for episode in episodes:
         length = len(episode["rewards"])
         if length < horizon + 2:
@@ -191,6 +196,7 @@ def open_loop_errors(
             actions.append(episode_actions[start : start + horizon])
             start_features.append(features[start])
             real_features.append(features[start + horizon])
+            real_z.append(z[start + horizon])
     if not start_z:
         return None
     start = ImaginationStart(
@@ -209,16 +215,29 @@ def open_loop_errors(
     def no_restart(count: int) -> th.Tensor:
         raise AssertionError("a discount threshold of 0 never restarts")
 
+    decoder = model.world_model.observation_model.decoder
+
+    def by_feature(predicted: th.Tensor, target: th.Tensor) -> dict[str, float]:
+        return reconstruction_by_feature(model, (predicted - target).abs().cpu().numpy(), env_id)
+
     real, initial = th.stack(real_features).flatten(1), th.stack(start_features).flatten(1)
-    errors = {"no change": reconstruction_by_feature(model, (initial - real).abs().cpu().numpy(), env_id)}
+    decoded_real = decoder(th.stack(real_z)).float().flatten(1)
+    decoded_start = decoder(start.z).float().flatten(1)
+    errors = {
+        "no change": by_feature(initial, real),
+        "decoder": by_feature(decoded_real, real),
+        "latent no change": by_feature(decoded_start, decoded_real),
+    }
     for name, temperature in (("model", 1.0), ("most likely latents", 0.0)):
         with th.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
             th.manual_seed(0)
             trajectories = imagine(
                 model.world_model.dynamics_model, start, replay_actions(), horizon, 0.0, no_restart, temperature
             )
-        decoded = model.world_model.observation_model.decoder(trajectories.z[:, -1]).float().flatten(1)  # (N, F)
-        errors[name] = reconstruction_by_feature(model, (decoded - real).abs().cpu().numpy(), env_id)
+        decoded = decoder(trajectories.z[:, -1]).float().flatten(1)  # (N, F)
+        errors[name] = by_feature(decoded, real)
+        if temperature == 1.0:
+            errors["model vs latent"] = by_feature(decoded, decoded_real)
     return errors
 
 
@@ -455,19 +474,20 @@ def plot_diagnostics(results: list[dict[str, Any]], path: str, title: str) -> No
         open_loop = [record.get("open_loop_error") or {} for record in records]
         names = dict.fromkeys(name for errors in open_loop for name in errors.get("model", {}))
 
-        def ratio(errors: dict[str, dict[str, float]], kind: str, name: str) -> float:
-            baseline = errors.get("no change", {}).get(name, np.nan)
+        def ratio(errors: dict[str, dict[str, float]], kind: str, baseline_kind: str, name: str) -> float:
+            baseline = errors.get(baseline_kind, {}).get(name, np.nan)
             return errors.get(kind, {}).get(name, np.nan) / baseline if baseline else np.nan
 
         for index, name in enumerate(names):
-            axis.plot(steps, [ratio(errors, "model", name) for errors in open_loop], marker=".", color=f"C{index}",
-                      label=f"{name}")  # fmt: skip
-            axis.plot(steps, [ratio(errors, "most likely latents", name) for errors in open_loop], linestyle="--",
+            axis.plot(steps, [ratio(errors, "model vs latent", "latent no change", name) for errors in open_loop],
+                      marker=".", color=f"C{index}", label=f"{name}")  # fmt: skip
+            axis.plot(steps, [ratio(errors, "model", "no change", name) for errors in open_loop], linestyle="--",
                       color=f"C{index}", alpha=0.7)  # fmt: skip
         axis.axhline(1.0, color="grey", linestyle=":", label="no better than predicting no change")
         axis.set_yscale("log")
         axis.set_ylabel("error / no-change error")
-        axis.set_title("imagination a horizon ahead with the played actions\n(solid: sampled latents, dashed: most likely)")
+        axis.set_title("imagination a horizon ahead with the played actions\n"
+                       "(solid: vs the decoded real latents, dashed: vs the real states)")  # fmt: skip
         axis.legend(fontsize=6)
         axis.set_xlabel("env steps")
         for row in range(rows):
