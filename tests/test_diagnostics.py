@@ -121,10 +121,10 @@ def test_reconstruction_errors_are_in_observation_units(trained: Any) -> None:
     errors = np.array([[1.0, 2.0, 0.0, 1.0], [3.0, 0.0, 2.0, 1.0]])
     vec_normalize = trained.get_vec_normalize_env()
     scale = np.sqrt(vec_normalize.obs_rms.var + vec_normalize.epsilon)
-    by_feature = diagnostics.reconstruction_by_feature(trained, errors, ENV_ID)
+    by_feature = diagnostics.errors_by_feature(trained, errors, ENV_ID)
     assert tuple(by_feature) == diagnostics.CARTPOLE_FEATURES
     np.testing.assert_allclose(list(by_feature.values()), errors.mean(0) * scale)
-    assert list(diagnostics.reconstruction_by_feature(trained, errors, "MyCartLikeEnv-v0")) == [
+    assert list(diagnostics.errors_by_feature(trained, errors, "MyCartLikeEnv-v0")) == [
         f"feature {index}" for index in range(4)
     ]
 
@@ -147,7 +147,7 @@ def test_open_loop_errors_follow_the_played_actions(trained: Any) -> None:
     # The decoder's error is the reconstruction error of that state.
     scores = diagnostics._score_sequences(trained, episode["observations"][None, :2], episode["actions"][None, :2],
                                           episode["rewards"][None, :2])  # fmt: skip
-    reconstruction = diagnostics.reconstruction_by_feature(trained, scores["reconstruction_error"][0, :1].numpy(), ENV_ID)
+    reconstruction = diagnostics.errors_by_feature(trained, scores["reconstruction_error"][0, :1].numpy(), ENV_ID)
     np.testing.assert_allclose(list(errors["decoder"].values()), list(reconstruction.values()), rtol=1e-5)
     other_actions = {**episode, "actions": np.ones(length, dtype=np.int64)}
     assert diagnostics.open_loop_errors(trained, [other_actions], ENV_ID)["model"] != errors["model"]

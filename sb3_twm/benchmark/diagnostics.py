@@ -130,7 +130,7 @@ def _score_sequences(model: Any, observations: np.ndarray, actions: np.ndarray, 
     }
 
 
-def reconstruction_by_feature(model: Any, errors: np.ndarray, env_id: str) -> dict[str, float]:
+def errors_by_feature(model: Any, errors: np.ndarray, env_id: str) -> dict[str, float]:
     """
     :param model: A TWM model.
     :param errors: ``(N, F)`` absolute errors of decoded latents, in the networks' feature units (normalised
@@ -167,7 +167,7 @@ def open_loop_errors(
     :param episodes: What :func:`play_episodes` returned.
     :param env_id: The Gymnasium env (for the feature names).
     :param stride: Steps between starts.
-    :return: By feature as :func:`reconstruction_by_feature` gives them, against the real observation ``horizon``
+    :return: By feature as :func:`errors_by_feature` gives them, against the real observation ``horizon``
         steps ahead: ``model``, the decoded imagined state's error; ``most likely latents``, the same when each next
         latent is the most likely one instead of a sample (how much of it is the sampling's); ``no change``, the error
         of predicting that the observation stays as it was at the start (how far the state really moved); ``decoder``,
@@ -217,28 +217,30 @@ def open_loop_errors(
 
     decoder = model.world_model.observation_model.decoder
 
-    def by_feature(predicted: th.Tensor, target: th.Tensor) -> dict[str, float]:
-        return reconstruction_by_feature(model, (predicted - target).abs().cpu().numpy(), env_id)
-
-    real, initial = th.stack(real_features).flatten(1), th.stack(start_features).flatten(1)
-    decoded_real = decoder(th.stack(real_z)).float().flatten(1)
-    decoded_start = decoder(start.z).float().flatten(1)
-    errors = {
-        "no change": by_feature(initial, real),
-        "decoder": by_feature(decoded_real, real),
-        "latent no change": by_feature(decoded_start, decoded_real),
-    }
-    for name, temperature in (("model", 1.0), ("most likely latents", 0.0)):
+    def imagined_state(temperature: float) -> th.Tensor:
+        # The decoded latent imagination reaches after the horizon: (N, F).
         with th.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
             th.manual_seed(0)
             trajectories = imagine(
                 model.world_model.dynamics_model, start, replay_actions(), horizon, 0.0, no_restart, temperature
             )
-        decoded = decoder(trajectories.z[:, -1]).float().flatten(1)  # (N, F)
-        errors[name] = by_feature(decoded, real)
-        if temperature == 1.0:
-            errors["model vs latent"] = by_feature(decoded, decoded_real)
-    return errors
+        return decoder(trajectories.z[:, -1]).float().flatten(1)
+
+    def by_feature(predicted: th.Tensor, target: th.Tensor) -> dict[str, float]:
+        return errors_by_feature(model, (predicted - target).abs().cpu().numpy(), env_id)
+
+    real, initial = th.stack(real_features).flatten(1), th.stack(start_features).flatten(1)
+    decoded_real = decoder(th.stack(real_z)).float().flatten(1)
+    decoded_start = decoder(start.z).float().flatten(1)
+    sampled, most_likely = imagined_state(1.0), imagined_state(0.0)
+    return {
+        "no change": by_feature(initial, real),
+        "decoder": by_feature(decoded_real, real),
+        "latent no change": by_feature(decoded_start, decoded_real),
+        "model": by_feature(sampled, real),
+        "most likely latents": by_feature(most_likely, real),
+        "model vs latent": by_feature(sampled, decoded_real),
+    }
 
 
 def episode_diagnostics(model: Any, episodes: list[dict[str, Any]], env_id: str) -> dict[str, Any]:
@@ -306,7 +308,7 @@ def episode_diagnostics(model: Any, episodes: list[dict[str, Any]], env_id: str)
         "final_value": mean(final_values),
         "final_return": mean(final_returns),
         "value_return_correlation": ranking,
-        "reconstruction_error": reconstruction_by_feature(model, np.concatenate(reconstruction_errors), env_id),
+        "reconstruction_error": errors_by_feature(model, np.concatenate(reconstruction_errors), env_id),
         "latent_entropy": mean(latent),
         "actor_entropy": mean(actor),
     }
