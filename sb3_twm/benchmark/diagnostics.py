@@ -403,7 +403,7 @@ def plot_diagnostics(results: list[dict[str, Any]], path: str, title: str) -> No
     rows = 6
     figure, axes = plt.subplots(rows, len(results), figsize=(5.5 * len(results), 2.6 * rows), squeeze=False)
     for column, result in enumerate(results):
-        steps = np.asarray(result["steps"])
+        steps = np.asarray(result["env_steps"])
         records = result["diagnostics"]
 
         def series(key: str, records: list[dict[str, Any]] = records) -> np.ndarray:
@@ -503,7 +503,8 @@ def plot_diagnostics(results: list[dict[str, Any]], path: str, title: str) -> No
 def results_from_records(paths: list[str]) -> list[dict[str, Any]]:
     """
     :param paths: ``seed-N-evaluations.jsonl`` files written by a learning check with ``--diagnose``.
-    :return: Per seed, the curves in ``run_seed``'s layout (``seed``, ``steps``, the returns and ``diagnostics``).
+    :return: Per seed, the curves in ``run_seed``'s layout (``seed``, ``steps``, ``env_steps``, the returns and
+        ``diagnostics``).
     """
     results = []
     for path in sorted(paths):
@@ -514,6 +515,8 @@ def results_from_records(paths: list[str]) -> list[dict[str, Any]]:
             continue
         result: dict[str, Any] = {"seed": int(match.group(1)) if match else len(results)}
         result["steps"] = [record["step"] for record in records]
+        # Records written before env steps were recorded come from runs without a frame skip: the same count.
+        result["env_steps"] = [record.get("env_steps", record["step"]) for record in records]
         for key in ("deterministic_mean_return", "mean_return"):
             result[key] = [record[key] for record in records]
         result["diagnostics"] = [record["diagnostics"] for record in records]

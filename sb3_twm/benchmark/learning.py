@@ -47,6 +47,9 @@ class LearningTask:
     :param min_successes: Seeds (of three by default) that must reach it.
     :param max_minutes: Training time limit per seed (evaluation excluded) on 2 CPU cores.
     :param return_range: The y range of the plot.
+    :param hold_threshold: Mean of the last five evaluations a seed must also reach, so that a return that is reached
+        and then lost does not count (None: not judged).
+    :param eval_freq: Steps of the agent (``num_timesteps``) between evaluations.
     """
 
     name: str
@@ -56,6 +59,8 @@ class LearningTask:
     min_successes: int
     max_minutes: float
     return_range: tuple[float, float]
+    hold_threshold: float | None = None
+    eval_freq: int = 1000
 
 
 def merge_hyperparams(base: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
@@ -73,11 +78,45 @@ def merge_hyperparams(base: dict[str, Any], overrides: dict[str, Any] | None) ->
     return merged
 
 
+def make_env(env_id: str, hyperparams: dict[str, Any]) -> VecEnv:
+    """
+    One env as the zoo makes it: ``gym.make``, SB3's ``Monitor`` (so episode returns and lengths are the env's own,
+    also under a frame skip), then the ``env_wrapper`` of the settings, if any.
+
+    :param env_id: The Gymnasium env.
+    :param hyperparams: Zoo-style settings (``env_wrapper``: one or a list of wrapper classes by import path, each
+        optionally with its keyword arguments, read by rl-zoo3's ``get_wrapper_class``).
+    :return: A ``DummyVecEnv`` of one env.
+    """
+    wrapper = None
+    if hyperparams.get("env_wrapper") is not None:
+        try:
+            from rl_zoo3.utils import get_wrapper_class
+        except ImportError as error:
+            raise ImportError("env_wrapper is read as rl-zoo3 reads it: pip install 'sb3-twm[zoo]'.") from error
+        wrapper = get_wrapper_class(hyperparams)
+
+    def make() -> gym.Env:
+        env: gym.Env = Monitor(gym.make(env_id))
+        return env if wrapper is None else wrapper(env)
+
+    return DummyVecEnv([make])
+
+
+def env_steps(env: VecEnv) -> int:
+    """
+    :param env: A vectorised env made by :func:`make_env` (or any whose envs have SB3's ``Monitor`` inside).
+    :return: Steps of the underlying envs so far, all envs together: with a frame skip of ``k``, ``k`` per agent step.
+    """
+    return int(sum(env.env_method("get_total_steps")))
+
+
 def make_model(env: gym.Env | str, seed: int | None, hyperparams: dict[str, Any], **kwargs: Any) -> TWM:
     """
-    Build TWM with zoo-style hyperparameters (``policy`` and ``n_timesteps`` are taken out).
+    Build TWM with zoo-style hyperparameters (``policy``, ``n_timesteps`` and ``env_wrapper`` are taken out).
 
-    :param env: The training env or its id.
+    :param env: The training env, or its id (made by :func:`make_env` with ``env_wrapper`` or ``normalize``, else by
+        TWM).
     :param seed: Seed.
     :param hyperparams: Zoo-style settings (a ``LearningTask``'s).
     :param kwargs: More keyword arguments of ``TWM`` (``verbose``, ``device``, ...).
@@ -86,12 +125,12 @@ def make_model(env: gym.Env | str, seed: int | None, hyperparams: dict[str, Any]
     params = copy.deepcopy(hyperparams)
     policy = params.pop("policy", "MlpPolicy")
     params.pop("n_timesteps", None)
+    params.pop("env_wrapper", None)
     normalize = params.pop("normalize", None)
+    if isinstance(env, str) and (normalize or hyperparams.get("env_wrapper") is not None):
+        env = make_env(env, hyperparams)  # else TWM makes it (e.g. with the paper's preprocessing for an Atari id)
     if normalize:
         # As the zoo does with `normalize`: the training env is wrapped in VecNormalize, TWM normalises what it samples.
-        if isinstance(env, str):
-            env_id = env
-            env = DummyVecEnv([lambda: Monitor(gym.make(env_id))])
         env = VecNormalize(env, **(normalize if isinstance(normalize, dict) else {}))
     return TWM(policy, env, seed=seed, **params, **kwargs)
 
@@ -100,11 +139,11 @@ def make_eval_env(env_id: str, seed: int, hyperparams: dict[str, Any]) -> VecEnv
     """
     :param env_id: The Gymnasium env.
     :param seed: Seed of the evaluation env.
-    :param hyperparams: Zoo-style settings; with ``normalize`` the env is wrapped in a frozen ``VecNormalize`` whose
-        statistics are copied from the training env before each evaluation.
+    :param hyperparams: Zoo-style settings: the env gets their ``env_wrapper``, and with ``normalize`` it is wrapped in
+        a frozen ``VecNormalize`` whose statistics are copied from the training env before each evaluation.
     :return: The evaluation env.
     """
-    eval_env: VecEnv = DummyVecEnv([lambda: Monitor(gym.make(env_id))])
+    eval_env: VecEnv = make_env(env_id, hyperparams)
     if hyperparams.get("normalize"):
         eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
     eval_env.seed(seed)
@@ -150,7 +189,7 @@ class EvalCurveCallback(BaseCallback):
 
     def _evaluate(self) -> None:
         start = time.perf_counter()
-        record: dict[str, Any] = {"step": int(self.num_timesteps)}
+        record: dict[str, Any] = {"step": int(self.num_timesteps), "env_steps": env_steps(self.training_env)}
         # The evaluation env uses the training env's observation statistics (a no-op without VecNormalize).
         sync_envs_normalization(self.training_env, self.eval_env)
         for prefix, deterministic in (("", False), ("deterministic_", True)):
@@ -169,7 +208,7 @@ class EvalCurveCallback(BaseCallback):
                 file.write(json.dumps(record) + "\n")
         if self.verbose >= 1:
             print(
-                f"  seed {self.model.seed} step {record['step']:>6}: mean return, greedy "
+                f"  seed {self.model.seed} env step {record['env_steps']:>6}: mean return, greedy "
                 f"{record['deterministic_mean_return']:6.1f} +- {record['deterministic_std_return']:5.1f}, "
                 f"sampled {record['mean_return']:6.1f} +- {record['std_return']:5.1f}  (train time {record['wall_s']:.0f} s)",
                 flush=True,
@@ -202,8 +241,9 @@ def run_seed(
     Train one seed and evaluate it along the way, with greedy and with sampled actions.
 
     :param seed: Seed of the model (the evaluation env gets ``seed + 10000``).
-    :param timesteps: Env steps.
-    :param eval_freq: Env steps between evaluations.
+    :param timesteps: Steps of the agent (``learn``'s ``total_timesteps``; with a frame skip of ``k`` in ``env_wrapper``,
+        ``k`` env steps each).
+    :param eval_freq: Steps of the agent between evaluations.
     :param env_id: The Gymnasium env.
     :param hyperparams: Zoo-style settings.
     :param threshold: Mean return that counts as reached.
@@ -214,9 +254,10 @@ def run_seed(
     :param diagnose_episodes: With more than 0, record :mod:`~sb3_twm.benchmark.diagnostics` at each evaluation on
         this many greedy episodes (``diagnostics`` in the result).
     :param records_path: Also append each evaluation's record to this JSON-lines file as it is made.
-    :return: ``steps``, ``mean_return``/``std_return`` (sampled actions), ``deterministic_mean_return``/
-        ``deterministic_std_return`` (greedy), ``train_wall_s`` at each evaluation, the total training and evaluation
-        times, and ``first_step_at_threshold`` (None if never).
+    :return: ``steps`` (the agent's) and ``env_steps`` (the env's own), ``mean_return``/``std_return`` (sampled
+        actions), ``deterministic_mean_return``/``deterministic_std_return`` (greedy), ``train_wall_s`` at each
+        evaluation, the total training and evaluation times, and ``first_step_at_threshold`` (in env steps, None if
+        never).
     """
     if criterion not in ("deterministic", "sampled"):
         raise ValueError(f"criterion must be 'deterministic' or 'sampled', got {criterion!r}")
@@ -234,6 +275,7 @@ def run_seed(
     result: dict[str, Any] = {
         "seed": seed,
         "steps": [r["step"] for r in records],
+        "env_steps": [r["env_steps"] for r in records],
         "train_wall_s": [round(r["wall_s"], 2) for r in records],
     }
     for key in records[0]:
@@ -242,7 +284,7 @@ def run_seed(
     if diagnose_episodes > 0:
         result["diagnostics"] = [r["diagnostics"] for r in records]
     key = "deterministic_mean_return" if criterion == "deterministic" else "mean_return"
-    reached = [r["step"] for r in records if r[key] >= threshold]
+    reached = [r["env_steps"] for r in records if r[key] >= threshold]
     result.update(
         criterion=criterion,
         first_step_at_threshold=reached[0] if reached else None,
@@ -259,6 +301,21 @@ def run_seed(
     return result
 
 
+def judge(result: dict[str, Any], hold_threshold: float | None, max_minutes: float) -> dict[str, bool]:
+    """
+    Whether one seed passes a check.
+
+    :param result: What :func:`run_seed` returned.
+    :param hold_threshold: Mean of the last five evaluations it must also reach (None: not judged).
+    :param max_minutes: Its training time limit.
+    :return: ``within_time``, ``holds`` and ``success`` (reached the threshold, holds, within time).
+    """
+    within_time = result["training_seconds"] <= max_minutes * 60
+    holds = hold_threshold is None or result["last_five_mean_return"] >= hold_threshold
+    reached = result["first_step_at_threshold"] is not None
+    return {"within_time": within_time, "holds": holds, "success": reached and holds and within_time}
+
+
 def _run_seed_with_records(seed: int, records_dir: str, **kwargs: Any) -> dict[str, Any]:
     # A module-level function, so that worker processes can unpickle it.
     path = os.path.join(records_dir, f"seed-{seed}-evaluations.jsonl")
@@ -268,7 +325,12 @@ def _run_seed_with_records(seed: int, records_dir: str, **kwargs: Any) -> dict[s
 
 
 def plot_curves(
-    results: list[dict[str, Any]], path: str, threshold: float, title: str, return_range: tuple[float, float] | None
+    results: list[dict[str, Any]],
+    path: str,
+    threshold: float,
+    title: str,
+    return_range: tuple[float, float] | None,
+    hold_threshold: float | None = None,
 ) -> None:
     """
     Write a PNG of mean evaluation return against env steps: per seed, greedy actions as a solid line with the std as
@@ -279,6 +341,7 @@ def plot_curves(
     :param threshold: Drawn as a horizontal line.
     :param title: Plot title.
     :param return_range: The y range (None: matplotlib's).
+    :param hold_threshold: Drawn as a second line, if any (the last five evaluations' mean must reach it).
     """
     import matplotlib
 
@@ -287,7 +350,7 @@ def plot_curves(
 
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for result in results:
-        steps = np.asarray(result["steps"])
+        steps = np.asarray(result["env_steps"])
         mean = np.asarray(result["deterministic_mean_return"])
         std = np.asarray(result["deterministic_std_return"])
         (line,) = axes.plot(steps, mean, marker="o", markersize=3, label=f"seed {result['seed']}, greedy actions")
@@ -295,13 +358,15 @@ def plot_curves(
         axes.plot(steps, result["mean_return"], linestyle="--", color=line.get_color(), alpha=0.6,
                   label=f"seed {result['seed']}, sampled actions")  # fmt: skip
     axes.axhline(threshold, color="grey", linestyle=":", label=f"threshold {threshold:g}")
+    if hold_threshold is not None:
+        axes.axhline(hold_threshold, color="grey", linestyle="-.", label=f"to hold (mean of last 5) {hold_threshold:g}")
     axes.set_xlabel("env steps")
     axes.set_ylabel("mean evaluation return (10 episodes)")
     if return_range is not None:
         axes.set_ylim(*return_range)
     axes.set_title(title)
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8, loc="upper left")
+    axes.legend(fontsize=8, loc="best")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -310,19 +375,29 @@ def plot_curves(
 def format_table(results: list[dict[str, Any]]) -> str:
     """
     :param results: What ``run_seed`` returned, per seed (same evaluation steps).
-    :return: A text table: one row per evaluation step, one column per seed (mean return with greedy / sampled
+    :return: A text table: one row per evaluation (by the agent's step, with the env steps of the seeds there: under a
+        frame skip they differ where episodes ended mid-skip), one column per seed (mean return with greedy / sampled
         actions), then the timings.
     """
     steps = sorted({step for result in results for step in result["steps"]})
-    header = f"{'step':>7} | " + " | ".join(f"{'seed ' + str(r['seed']) + ' greedy/sampled':>22}" for r in results)
+    header = f"{'step':>7} | {'env steps':>11} | " + " | ".join(
+        f"{'seed ' + str(r['seed']) + ' greedy/sampled':>22}" for r in results
+    )
     lines = [header, "-" * len(header)]
     for step in steps:
-        cells = []
+        cells, env_steps_here = [], []
         for result in results:
-            greedy = dict(zip(result["steps"], result["deterministic_mean_return"])).get(step)
-            sampled = dict(zip(result["steps"], result["mean_return"])).get(step)
-            cells.append(f"{greedy:14.1f} / {sampled:5.1f}" if greedy is not None else f"{'':22}")
-        lines.append(f"{step:>7} | " + " | ".join(cells))
+            columns = zip(result["env_steps"], result["deterministic_mean_return"], result["mean_return"])
+            at = dict(zip(result["steps"], columns))
+            if step in at:
+                env_step, greedy, sampled = at[step]
+                env_steps_here.append(env_step)
+                cells.append(f"{greedy:14.1f} / {sampled:5.1f}")
+            else:
+                cells.append(f"{'':22}")
+        low, high = min(env_steps_here), max(env_steps_here)
+        env_cell = f"{low}" if low == high else f"{low}-{high}"
+        lines.append(f"{step:>7} | {env_cell:>11} | " + " | ".join(cells))
     lines.append("-" * len(header))
     for label, key, digits in (
         ("last 5", "last_five_mean_return", 1),
@@ -330,9 +405,9 @@ def format_table(results: list[dict[str, Any]]) -> str:
         ("eval s", "evaluation_seconds", 0),
         ("total s", "total_seconds", 0),
     ):
-        lines.append(f"{label:>7} | " + " | ".join(f"{result[key]:22.{digits}f}" for result in results))
+        lines.append(f"{label:>7} | {'':>11} | " + " | ".join(f"{result[key]:22.{digits}f}" for result in results))
     lines.append(
-        f"{'>=thr @':>7} | "
+        f"{'>=thr @':>7} | {'env step':>11} | "
         + " | ".join(f"{result['first_step_at_threshold'] or '-':>22}" for result in results)
     )
     return "\n".join(lines)
@@ -374,15 +449,21 @@ def add_arguments(parser: argparse.ArgumentParser, task: LearningTask) -> None:
     parser.add_argument("--env-id", default=task.env_id,
                         help="Train on another Gymnasium env with the same settings (for information: give it its "
                              "own --threshold; its plot takes matplotlib's range).")  # fmt: skip
-    parser.add_argument("--timesteps", type=int, default=task.hyperparams["n_timesteps"], help="Env steps per seed.")
-    parser.add_argument("--eval-freq", type=int, default=1000, help="Env steps between evaluations.")
+    parser.add_argument("--timesteps", type=int, default=task.hyperparams["n_timesteps"],
+                        help="Steps of the agent per seed (learn's total_timesteps; under a frame skip of k in "
+                             "env_wrapper, k env steps each).")  # fmt: skip
+    parser.add_argument("--eval-freq", type=int, default=task.eval_freq, help="Steps of the agent between evaluations.")
     parser.add_argument("--eval-episodes", type=int, default=10, help="Episodes per evaluation.")
     parser.add_argument("--criterion", choices=["deterministic", "sampled"], default="deterministic",
                         help="Which evaluation must reach the threshold: greedy actions (SB3's and the zoo's default "
                              "for non-Atari envs) or actions sampled from the policy. Both are always recorded.")  # fmt: skip
     parser.add_argument("--threshold", type=float, default=task.threshold, help="Mean return a seed must reach.")
+    own_hold = "none" if task.hold_threshold is None else f"{task.hold_threshold:g}"
+    parser.add_argument("--hold-threshold", type=float, default=None,
+                        help=f"Mean of the last five evaluations a seed must also reach (default: the check's, "
+                             f"{own_hold}; none with another --env-id).")  # fmt: skip
     parser.add_argument("--min-successes", type=int, default=task.min_successes,
-                        help="Seeds that must reach the threshold.")  # fmt: skip
+                        help="Seeds that must succeed (reach the threshold, and the hold threshold if any).")  # fmt: skip
     parser.add_argument("--max-minutes", type=float, default=task.max_minutes,
                         help="Training time limit per seed (evaluation excluded); a slower seed fails.")  # fmt: skip
     parser.add_argument("--torch-threads", type=int, default=1,
@@ -407,9 +488,11 @@ def run(args: argparse.Namespace, task: LearningTask) -> int:
     """
     :param args: The options of :func:`add_arguments`.
     :param task: The check.
-    :return: 0 when enough seeds reached the threshold in time, else 1.
+    :return: 0 when enough seeds reached the threshold (and held the hold threshold, if any) in time, else 1.
     """
     hyperparams = merge_hyperparams(task.hyperparams, json.loads(args.hyperparams) if args.hyperparams else None)
+    if args.hold_threshold is None and args.env_id == task.env_id:
+        args.hold_threshold = task.hold_threshold
     if args.print_yaml:
         print(zoo_yaml(hyperparams, args.env_id), end="")
         return 0
@@ -417,8 +500,8 @@ def run(args: argparse.Namespace, task: LearningTask) -> int:
     os.makedirs(args.output_dir, exist_ok=True)
     json_path = args.json or os.path.join(args.output_dir, "results.json")
     png_path = os.path.join(args.output_dir, "curves.png")
-    print(f"TWM {hyperparams['policy']} on {args.env_id}: seeds {args.seeds}, {args.timesteps} steps, evaluation every "
-          f"{args.eval_freq} steps ({args.eval_episodes} episodes; criterion: {args.criterion} actions), torch threads "
+    print(f"TWM {hyperparams['policy']} on {args.env_id}: seeds {args.seeds}, {args.timesteps} agent steps, evaluation "
+          f"every {args.eval_freq} ({args.eval_episodes} episodes; criterion: {args.criterion} actions), torch threads "
           f"{th.get_num_threads()}", flush=True)  # fmt: skip
 
     train_seed = functools.partial(
@@ -447,11 +530,11 @@ def run(args: argparse.Namespace, task: LearningTask) -> int:
 
     results = []
     for seed, result in zip(args.seeds, outcomes):
-        result["within_time"] = result["training_seconds"] <= args.max_minutes * 60
-        result["success"] = result["first_step_at_threshold"] is not None and result["within_time"]
+        result.update(judge(result, args.hold_threshold, args.max_minutes))
         results.append(result)
         print(f"seed {seed}: best {result['best_mean_return']:.1f}, reached {args.threshold:g} at "
-              f"{result['first_step_at_threshold']}, training {result['training_seconds']:.0f} s, "
+              f"{result['first_step_at_threshold']}, mean of the last five {result['last_five_mean_return']:.1f}, "
+              f"training {result['training_seconds']:.0f} s, "
               f"evaluation {result['evaluation_seconds']:.0f} s", flush=True)  # fmt: skip
         # Written after every seed, so a long run leaves partial results behind.
         successes = sum(r["success"] for r in results)
@@ -468,6 +551,7 @@ def run(args: argparse.Namespace, task: LearningTask) -> int:
             "eval_freq": args.eval_freq,
             "eval_episodes": args.eval_episodes,
             "threshold": args.threshold,
+            "hold_threshold": args.hold_threshold,
             "criterion": args.criterion,
             "min_successes": args.min_successes,
             "max_minutes": args.max_minutes,
@@ -481,7 +565,7 @@ def run(args: argparse.Namespace, task: LearningTask) -> int:
         title = f"TWM {hyperparams['policy']} on {args.env_id} ({len(results)} seed{'s' * (len(results) != 1)})"
         # Another env's returns have their own range.
         return_range = task.return_range if args.env_id == task.env_id else None
-        plot_curves(results, png_path, args.threshold, title, return_range)
+        plot_curves(results, png_path, args.threshold, title, return_range, args.hold_threshold)
         if args.diagnose > 0:
             diagnostics.plot_diagnostics(results, os.path.join(args.output_dir, "diagnostics.png"), title)
 
@@ -490,8 +574,10 @@ def run(args: argparse.Namespace, task: LearningTask) -> int:
     print()
     print(format_table(results))
     print()
-    print(f"{successes}/{len(results)} seeds reached a mean return of {args.threshold:g} within {args.timesteps} steps "
-          f"and {args.max_minutes:g} min of training (need {args.min_successes}): "
-          f"{'PASSED' if summary['passed'] else 'FAILED'}")  # fmt: skip
+    hold = "" if args.hold_threshold is None else f" and held a mean of {args.hold_threshold:g} over the last five"
+    max_env_steps = max(result["env_steps"][-1] for result in results)
+    print(f"{successes}/{len(results)} seeds reached a mean return of {args.threshold:g}{hold} within "
+          f"{max_env_steps} env steps ({args.timesteps} agent steps) and {args.max_minutes:g} min of training (need "
+          f"{args.min_successes}): {'PASSED' if summary['passed'] else 'FAILED'}")  # fmt: skip
     print(f"results: {json_path}\nplot: {png_path}")
     return 0 if summary["passed"] else 1
