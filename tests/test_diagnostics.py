@@ -1,6 +1,7 @@
 """The learning checks' diagnostics (sb3_twm/benchmark/diagnostics.py): what the world model and critic make of play."""
 
 import copy
+import json
 from typing import Any
 
 import numpy as np
@@ -94,6 +95,15 @@ def test_run_seed_records_and_plots_diagnostics(tmp_path: Any) -> None:
     assert read["diagnostics"] == result["diagnostics"]
     assert diagnostics.main([str(tmp_path)]) == 0
     assert (tmp_path / "diagnostics.png").stat().st_size > 10_000
+
+
+def test_records_from_before_env_steps_were_counted_read_as_agent_steps(tmp_path: Any) -> None:
+    # Runs without a frame skip wrote only the agent's step: the env's is the same.
+    record = {"step": 1000, "deterministic_mean_return": 20.0, "mean_return": 18.0, "diagnostics": {"causes": {}}}
+    path = tmp_path / "seed-3-evaluations.jsonl"
+    path.write_text(json.dumps(record) + "\n" + json.dumps({**record, "step": 2000, "env_steps": 3990}) + "\n")
+    (read,) = diagnostics.results_from_records([str(path)])
+    assert read["seed"] == 3 and read["steps"] == [1000, 2000] and read["env_steps"] == [1000, 3990]
 
 
 def test_metric_means() -> None:
