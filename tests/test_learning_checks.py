@@ -9,6 +9,7 @@ from configurations import TINY_MLP_POLICY_KWARGS, TINY_SCHEDULE_KWARGS
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import VecNormalize
 
+from sb3_twm.benchmark.learn_cartpole import CARTPOLE_HYPERPARAMS, TASK
 from sb3_twm.benchmark.learning import env_steps, format_table, judge, make_eval_env, make_model
 
 pytest.importorskip("rl_zoo3")
@@ -47,6 +48,15 @@ def test_without_env_wrapper_env_steps_are_the_agents(dropped):
     with pytest.warns(UserWarning, match="only collects random-action steps"):
         model.learn(50)
     assert env_steps(model.get_env()) == 50
+
+
+def test_cartpole_check_repeats_actions_within_its_env_step_budget():
+    skip = CARTPOLE_HYPERPARAMS["env_wrapper"][0]["rl_zoo3.wrappers.FrameSkip"]["skip"]
+    assert skip * CARTPOLE_HYPERPARAMS["n_timesteps"] == 20_000
+    # Its prefill and training schedule per env step are those of the settings without the frame skip.
+    assert skip * CARTPOLE_HYPERPARAMS["learning_starts"] == 1000
+    assert CARTPOLE_HYPERPARAMS["train_ratio"] / skip == 0.5
+    assert TASK.hold_threshold == 475.0 and TASK.min_successes == 3 and TASK.eval_freq * skip == 1000
 
 
 def _result(returns: list[float], seconds: float = 100.0, threshold: float = 400.0) -> dict[str, Any]:

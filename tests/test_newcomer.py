@@ -177,11 +177,13 @@ def test_step_benchmark_times_env_steps_of_the_cartpole_settings(tmp_path):
     import json
 
     from sb3_twm.benchmark.__main__ import main
+    from sb3_twm.benchmark.learn_cartpole import CARTPOLE_HYPERPARAMS
 
     path = tmp_path / "step.json"
     argv = ["step", "--config", "cartpole", "--threads", "1", "--repeats", "4", "--json", str(path)]
     assert main(argv) == 0
     rows = {row["figure"]: row for row in json.loads(path.read_text())["rows"]}
     assert rows["seconds per env step (incl. training)"]["n"] == 4
-    assert rows["training steps per env step (schedule)"]["median"] == 0.5  # CartPole's train_ratio, not the default's
+    # CartPole's train_ratio (per agent step of its frame skip), not the default's.
+    assert rows["training steps per env step (schedule)"]["median"] == CARTPOLE_HYPERPARAMS["train_ratio"] == 1.0
     assert rows["training steps in this run"]["median"] >= 2

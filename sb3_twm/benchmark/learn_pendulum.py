@@ -12,16 +12,17 @@ import argparse
 from typing import Any
 
 from sb3_twm.benchmark import learning
-from sb3_twm.benchmark.learn_cartpole import CARTPOLE_HYPERPARAMS
+from sb3_twm.benchmark.learn_cartpole import SMALL_HYPERPARAMS
 
-# The CartPole settings (small networks, 3x the paper's learning rates), with: 11 values per action dimension
+# The small settings of the vector checks (small networks, 3x the paper's learning rates; CartPole's without its frame
+# skip), with: 11 values per action dimension
 # (torque steps of 0.4 between -2 and 2, 0 included); rewards scaled by 0.1 before the paper's tanh (Pendulum's reach
 # -16 per step, which tanh alone would flatten to -1; scaled they lie in [-1.6, 0], like CartPole's 1 per step); and
 # 64 imagined rollouts per actor-critic update instead of 128 (imagination is most of a training step's time), so that
-# CartPole's 9,500 training steps (train_ratio 0.5) fit in 25 minutes. `hyperparams/twm.yml` mirrors them
+# the small settings' 9,500 training steps (train_ratio 0.5) fit in 25 minutes. `hyperparams/twm.yml` mirrors them
 # (`--print-yaml`).
 PENDULUM_HYPERPARAMS: dict[str, Any] = learning.merge_hyperparams(
-    CARTPOLE_HYPERPARAMS,
+    SMALL_HYPERPARAMS,
     {"reward_scale": 0.1, "imagination_batch_size": 64, "policy_kwargs": {"action_bins": 11}},
 )
 

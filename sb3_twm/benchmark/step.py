@@ -38,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["default", "cartpole"],
         default="default",
         help="default: the paper's configuration on random 64x64 frames; cartpole: learn-cartpole's small settings "
-        "(MlpPolicy, CartPole-v1, its 1,000-step prefill; a short pretraining, not timed). With cartpole, --repeats "
+        "(MlpPolicy, CartPole-v1 under its frame skip of 2, whose steps are counted as in Atari's, its prefill; a short "
+        "pretraining, not timed). With cartpole, --repeats "
         "counts env steps (e.g. 200)",
     )
 
@@ -74,10 +75,12 @@ def run(args: argparse.Namespace) -> int:
     # An env step carries 1 or 2 training steps (1.316 on average), so the median leans low: the mean is the cost,
     # and the reference's figure is a mean too (1.316 x its update times).
     mean_seconds = sum(per_step) / len(per_step)
-    # The rest of a run: 100k steps past the default 5,000-step prefill, or learn-cartpole's 20k past its 1,000.
+    # The rest of a run: 100k steps past the default 5,000-step prefill, or learn-cartpole's steps past its prefill.
     if args.config == "cartpole":
-        projection = {"figure": "projected minutes for 19k steps past prefill", "value": 19_000 * mean_seconds / 60}
-        projection["unit"] = "min"
+        settings = learn_cartpole.CARTPOLE_HYPERPARAMS
+        remaining = settings["n_timesteps"] - settings["learning_starts"]
+        projection = {"figure": f"projected minutes for {remaining} steps past prefill", "unit": "min"}
+        projection["value"] = remaining * mean_seconds / 60
     else:
         projection = {"figure": "projected hours for 95k steps past prefill", "value": 95_000 * mean_seconds / 3600}
         projection["unit"] = "h"
