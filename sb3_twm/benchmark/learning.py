@@ -25,9 +25,9 @@ import gymnasium as gym
 import numpy as np
 import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize, sync_envs_normalization
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize, sync_envs_normalization
 
 import sb3_twm
 from sb3_twm import TWM
@@ -80,8 +80,8 @@ def merge_hyperparams(base: dict[str, Any], overrides: dict[str, Any] | None) ->
 
 def make_env(env_id: str, hyperparams: dict[str, Any]) -> VecEnv:
     """
-    One env as the zoo makes it: ``gym.make``, SB3's ``Monitor`` (so episode returns and lengths are the env's own,
-    also under a frame skip), then the ``env_wrapper`` of the settings, if any.
+    One env as the zoo makes it, with SB3's ``make_vec_env``: ``gym.make``, SB3's ``Monitor`` (so episode returns and
+    lengths are the env's own, also under a frame skip), then the ``env_wrapper`` of the settings, if any.
 
     :param env_id: The Gymnasium env.
     :param hyperparams: Zoo-style settings (``env_wrapper``: one or a list of wrapper classes by import path, each
@@ -95,12 +95,7 @@ def make_env(env_id: str, hyperparams: dict[str, Any]) -> VecEnv:
         except ImportError as error:
             raise ImportError("env_wrapper is read as rl-zoo3 reads it: pip install 'sb3-twm[zoo]'.") from error
         wrapper = get_wrapper_class(hyperparams)
-
-    def make() -> gym.Env:
-        env: gym.Env = Monitor(gym.make(env_id))
-        return env if wrapper is None else wrapper(env)
-
-    return DummyVecEnv([make])
+    return make_vec_env(env_id, n_envs=1, wrapper_class=wrapper)
 
 
 def env_steps(env: VecEnv) -> int:
