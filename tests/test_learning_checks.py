@@ -1,6 +1,7 @@
 """The learning checks' harness (sb3_twm/benchmark/learning.py): envs as the zoo makes them, env steps, the verdict."""
 
 import copy
+import sys
 from typing import Any
 
 import numpy as np
@@ -10,7 +11,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_twm.benchmark.learn_cartpole import CARTPOLE_HYPERPARAMS, TASK
-from sb3_twm.benchmark.learning import env_steps, format_table, judge, make_eval_env, make_model
+from sb3_twm.benchmark.learning import env_steps, format_table, judge, make_env, make_eval_env, make_model
 
 pytest.importorskip("rl_zoo3")
 
@@ -98,3 +99,11 @@ def test_the_table_shows_the_env_steps_of_each_evaluation():
     rows = [[cell.strip() for cell in line.split("|")] for line in lines[2:5]]
     assert [row[:2] for row in rows] == [["0", "0"], ["500", "985-990"], ["1000", "1990-1996"]]
     assert rows[2][2:] == ["500.0 / 490.0", "500.0 / 490.0"]
+
+
+def test_env_wrapper_without_the_zoo_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "rl_zoo3.utils", None)  # as if rl-zoo3 were not installed
+    with pytest.raises(ImportError, match=r"pip install 'sb3-twm\[zoo\]'"):
+        make_env("CartPole-v1", FRAME_SKIP)
+    # Without env_wrapper the zoo is not needed.
+    assert make_env("CartPole-v1", {}).num_envs == 1
